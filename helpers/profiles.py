@@ -1,0 +1,123 @@
+"""One profile object carries every size and name that differs between a real GPU run and CI.
+
+`full` is the real model and dataset from the Hugging Face Hub; `tiny` is an offline, CPU-only
+stand-in with the same architecture, processor and dataset schema (see `helpers.tiny`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+PROFILE_ENV = "VOXTRAL_PROFILE"
+CACHE_ENV = "VOXTRAL_TUTORIAL_CACHE"
+
+FULL_MODEL_ID = "mistralai/Voxtral-Mini-3B-2507"
+FULL_DATASET_ID = "ArtificialAnalysis/big_bench_audio"
+CATEGORIES = ("formal_fallacies", "navigate", "object_counting", "web_of_lies")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that differs between the `full` (GPU, Hub) and `tiny` (CPU, offline) runs."""
+
+    name: str
+    model_id: str
+    dataset_id: str
+    reason: str
+    test_per_category: int
+    train_epochs: float
+    per_device_batch_size: int
+    gradient_accumulation_steps: int
+    max_train_steps: int  # -1: train for `train_epochs`
+    eval_batch_size: int
+    max_new_tokens: int
+    dtype: str  # "auto": bf16/fp16/fp32 from the hardware (helpers.model.pick_dtype)
+    load_in_4bit: bool | None = None  # None: only on GPUs with 16 GB or less
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.name == "tiny"
+
+    def describe(self) -> str:
+        return (
+            f"profile={self.name!r} ({self.reason})\n"
+            f"  model:   {self.model_id}\n"
+            f"  dataset: {self.dataset_id}\n"
+            f"  test split: {self.test_per_category} per category; "
+            f"train: {self.train_epochs} epochs x batch {self.per_device_batch_size}"
+            f" x accumulation {self.gradient_accumulation_steps}"
+            + (f", at most {self.max_train_steps} steps" if self.max_train_steps > 0 else "")
+        )
+
+
+def cache_dir() -> Path:
+    """Where the tiny assets and outputs live: $VOXTRAL_TUTORIAL_CACHE or ~/.cache/voxtral-tutorial."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "voxtral-tutorial")
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return torch.cuda.is_available()
+
+
+def _choose(name: str | None) -> tuple[str, str]:
+    if name:
+        return name, "asked for by name"
+    from_env = os.environ.get(PROFILE_ENV, "").strip().lower()
+    if from_env:
+        return from_env, f"set by ${PROFILE_ENV}"
+    if cuda_available():
+        return "full", f"a CUDA GPU is present and ${PROFILE_ENV} is unset"
+    return "tiny", f"no CUDA GPU and ${PROFILE_ENV} is unset"
+
+
+def get_profile(name: str | None = None, **overrides) -> Profile:
+    """Return the `tiny` or `full` profile.
+
+    With no name, ``$VOXTRAL_PROFILE`` decides; when that is unset too, `full` on a CUDA GPU,
+    else `tiny`. Asking for `tiny` builds its offline model and dataset once (cached on disk).
+    Keyword overrides replace profile fields, e.g. ``get_profile("tiny", test_per_category=4)``.
+    """
+    chosen, reason = _choose(name)
+    if chosen == "full":
+        profile = Profile(
+            name="full",
+            model_id=FULL_MODEL_ID,
+            dataset_id=FULL_DATASET_ID,
+            reason=reason,
+            test_per_category=25,
+            train_epochs=3,
+            per_device_batch_size=2,
+            gradient_accumulation_steps=8,
+            max_train_steps=-1,
+            eval_batch_size=16,
+            max_new_tokens=16,
+            dtype="auto",
+        )
+    elif chosen == "tiny":
+        from helpers import tiny
+
+        assets = tiny.ensure_tiny_assets()
+        profile = Profile(
+            name="tiny",
+            model_id=str(assets.model_dir),
+            dataset_id=str(assets.dataset_dir),
+            reason=reason,
+            test_per_category=8,
+            train_epochs=2,
+            per_device_batch_size=8,
+            gradient_accumulation_steps=1,
+            max_train_steps=-1,
+            eval_batch_size=16,
+            max_new_tokens=6,
+            dtype="float32",
+            load_in_4bit=False,
+        )
+    else:
+        raise ValueError(f"Unknown profile {chosen!r} ({reason}); use 'tiny' or 'full'.")
+    return replace(profile, **overrides) if overrides else profile

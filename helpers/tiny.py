@@ -1,0 +1,130 @@
+"""The offline `tiny` profile: a tiny random Voxtral, a real Voxtral processor, a spoken dataset.
+
+Everything is built deterministically from packages on disk (no Hub access) and cached, so
+the notebooks load it through exactly the calls the `full` profile uses:
+``VoxtralForConditionalGeneration.from_pretrained``, ``VoxtralProcessor.from_pretrained`` and
+``datasets.load_dataset``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers.profiles import cache_dir
+
+# Bump when the recipe changes so cached assets are rebuilt.
+TINY_VERSION = "4"
+TINY_SEED = 1234
+NUM_SPECIAL_TOKENS = 100
+NUM_TEXT_TOKENS = 1900
+AUDIO_TOKEN_ID = 24
+
+# Ranks of the control tokens that Voxtral's tokenizer (tekken, v7) uses.
+_SPECIAL_NAMES = {
+    0: "<unk>", 1: "<s>", 2: "</s>", 3: "[INST]", 4: "[/INST]", 5: "[AVAILABLE_TOOLS]",
+    6: "[/AVAILABLE_TOOLS]", 7: "[TOOL_RESULTS]", 8: "[/TOOL_RESULTS]", 9: "[TOOL_CALLS]",
+    10: "[IMG]", 11: "<pad>", 12: "[IMG_BREAK]", 13: "[IMG_END]", 14: "[PREFIX]",
+    15: "[MIDDLE]", 16: "[SUFFIX]", 17: "[SYSTEM_PROMPT]", 18: "[/SYSTEM_PROMPT]",
+    19: "[TOOL_CONTENT]", 20: "[ARGS]", 21: "[CALL_ID]", 24: "[AUDIO]", 25: "[BEGIN_AUDIO]",
+    34: "[TRANSCRIBE]",
+}
+
+
+@dataclass(frozen=True)
+class TinyAssets:
+    root: Path
+    model_dir: Path
+    dataset_dir: Path
+
+
+def tiny_tokenizer_json() -> dict:
+    """A small tekken tokenizer: the first ranks of mistral-common's tekken file, Voxtral's
+    special tokens and the audio section Voxtral's processor reads."""
+    import mistral_common
+
+    source = Path(mistral_common.__file__).parent / "data" / "tekken_240911.json"
+    full = json.loads(source.read_text())
+    specials = [
+        {"rank": i, "token_str": _SPECIAL_NAMES.get(i, f"<SPECIAL_{i}>"), "is_control": True}
+        for i in range(NUM_SPECIAL_TOKENS)
+    ]
+    return {
+        "config": {
+            **full["config"],
+            "num_vocab_tokens": NUM_TEXT_TOKENS,
+            "default_vocab_size": NUM_SPECIAL_TOKENS + NUM_TEXT_TOKENS,
+            "default_num_special_tokens": NUM_SPECIAL_TOKENS,
+            "version": "v7",
+        },
+        "vocab": full["vocab"][:NUM_TEXT_TOKENS],
+        "special_tokens": specials,
+        "audio": {
+            "sampling_rate": 16000,
+            "frame_rate": 12.5,
+            "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400},
+            "chunk_length_s": 30,
+        },
+    }
+
+
+def tiny_config():
+    """Voxtral's real architecture, shrunk: 2 layers each, hidden size 64 (~0.6M parameters)."""
+    from transformers import VoxtralConfig
+
+    return VoxtralConfig(
+        audio_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4),
+        text_config=dict(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, vocab_size=NUM_SPECIAL_TOKENS + NUM_TEXT_TOKENS,
+            max_position_embeddings=32768,
+        ),
+        audio_token_id=AUDIO_TOKEN_ID,
+    )
+
+
+def build_tiny_model(model_dir: Path) -> Path:
+    """Write a randomly initialised tiny Voxtral and its processor to `model_dir` (deterministic)."""
+    import torch
+    from transformers import (
+        MistralCommonBackend,
+        VoxtralForConditionalGeneration,
+        VoxtralProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer_file = model_dir / "tekken.json"
+    tokenizer_file.write_text(json.dumps(tiny_tokenizer_json()))
+    tokenizer = MistralCommonBackend(tokenizer_path=str(tokenizer_file))
+    processor = VoxtralProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer)
+
+    torch.manual_seed(TINY_SEED)
+    model = VoxtralForConditionalGeneration(tiny_config())
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    return model_dir
+
+
+def ensure_tiny_assets(root: Path | None = None, rebuild: bool = False) -> TinyAssets:
+    """Build the tiny model and dataset once; later calls return the cached paths."""
+    from helpers import synthetic
+
+    root = Path(root) if root else cache_dir() / f"tiny-v{TINY_VERSION}"
+    assets = TinyAssets(root=root, model_dir=root / "model", dataset_dir=root / "big_bench_audio_tiny")
+    stamp = root / "COMPLETE"
+    if stamp.exists() and not rebuild:
+        return assets
+    if root.exists():
+        shutil.rmtree(root)
+    tmp = root.with_name(root.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    build_tiny_model(tmp / "model")
+    synthetic.write_dataset(tmp / "big_bench_audio_tiny")
+    (tmp / "COMPLETE").write_text(TINY_VERSION)
+    tmp.rename(root)  # atomic: a half-built cache is never mistaken for a finished one
+    return assets
