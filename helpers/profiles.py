@@ -30,6 +30,9 @@ class Profile:
     per_device_batch_size: int
     gradient_accumulation_steps: int
     max_train_steps: int  # -1: train for `train_epochs`
+    learning_rate: float
+    logging_steps: int
+    eval_steps: int
     eval_batch_size: int
     max_new_tokens: int
     dtype: str  # "auto": bf16/fp16/fp32 from the hardware (helpers.model.pick_dtype)
@@ -95,6 +98,9 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
             per_device_batch_size=2,
             gradient_accumulation_steps=8,
             max_train_steps=-1,
+            learning_rate=2e-4,
+            logging_steps=5,
+            eval_steps=20,
             eval_batch_size=16,
             max_new_tokens=16,
             dtype="auto",
@@ -113,6 +119,9 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
             per_device_batch_size=8,
             gradient_accumulation_steps=1,
             max_train_steps=-1,
+            learning_rate=3e-3,  # a random tiny model needs big steps to learn the format quickly
+            logging_steps=2,
+            eval_steps=10,
             eval_batch_size=16,
             max_new_tokens=6,
             dtype="float32",

@@ -219,7 +219,7 @@ def write_dataset(folder: Path, per_category: int = PER_CATEGORY, seed: int = SE
     rng = random.Random(seed + 1)
     with open(folder / "metadata.jsonl", "w") as meta:
         for row in generate_questions(per_category, seed):
-            file_name = f"data/question_{row["id"]}.flac"
+            file_name = f"data/question_{row['id']}.flac"
             audio = speak(row["transcript"], rng.choice(VOICES), rng.choice(SPEEDS))
             sf.write(folder / file_name, audio, SAMPLING_RATE, format="FLAC", subtype="PCM_16")
             meta.write(json.dumps({"file_name": file_name, **row}) + "\n")

@@ -1,0 +1,216 @@
+"""Model setup: dtype from the hardware, loading (with an optional LoRA adapter), LoRA, Trainer arguments."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from helpers.profiles import Profile
+
+# Every linear layer of the language model, and the two layers of the audio->text projector.
+# The published recipe lists bare names ("q_proj", ...), which also match the audio encoder's
+# attention: 96 LoRA modules land in the tower it means to freeze, and the projector gets none.
+LORA_TARGET_MODULES = (
+    r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    r"|.*multi_modal_projector\.linear_[12]"
+)
+
+
+def pick_dtype(profile: Profile | None = None) -> torch.dtype:
+    """bf16 on GPUs that support it, fp16 on older ones (T4, V100), fp32 on CPU.
+
+    A profile with a fixed dtype (the tiny one: float32) wins over the hardware.
+    """
+    if profile is not None and profile.dtype != "auto":
+        return getattr(torch, profile.dtype)
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def wants_4bit(profile: Profile) -> bool:
+    """4-bit loading when the profile asks, or on its own for the full model on a GPU of 16 GB or less."""
+    if profile.load_in_4bit is not None:
+        return profile.load_in_4bit
+    if profile.is_tiny or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_properties(0).total_memory <= 16.5 * 2**30
+
+
+def _hub_advice(profile: Profile, error: Exception) -> RuntimeError:
+    return RuntimeError(
+        f"Could not load {profile.model_id!r} ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
+        "If it is a Hub model: check the network, and accept the model's terms and log in with "
+        "`huggingface-cli login` (or `from huggingface_hub import login; login()`) if it is gated. "
+        "To run without the Hub, use the offline profile: VOXTRAL_PROFILE=tiny."
+    )
+
+
+def _check_adapter(adapter: Path, profile: Profile) -> dict:
+    if not adapter.is_dir():
+        raise FileNotFoundError(f"Adapter folder {str(adapter)!r} does not exist; train one in notebook 03 first.")
+    config_file = adapter / "adapter_config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{str(adapter)!r} has no adapter_config.json: it is not a LoRA adapter folder.")
+    if not any(adapter.glob("adapter_model.safetensors")):
+        raise FileNotFoundError(f"{str(adapter)!r} has no adapter_model.safetensors.")
+    config = json.loads(config_file.read_text())
+    base = config.get("base_model_name_or_path")
+    if base and Path(base).name != Path(profile.model_id).name:
+        raise ValueError(
+            f"Adapter {str(adapter)!r} was trained on {base!r}, but this profile's model is "
+            f"{profile.model_id!r}. Load it with the profile it was trained in."
+        )
+    return config
+
+
+def load_processor(profile: Profile, adapter: str | os.PathLike | None = None):
+    """The Voxtral processor: from the adapter folder when it has one (saved with it), else the model's."""
+    from transformers import VoxtralProcessor
+
+    source = profile.model_id
+    if adapter is not None and (Path(adapter) / "tekken.json").exists():
+        source = str(adapter)
+    try:
+        return VoxtralProcessor.from_pretrained(source)
+    except OSError as error:
+        if profile.is_tiny or adapter is not None:
+            raise FileNotFoundError(f"No Voxtral processor in {source!r}: {error}") from error
+        raise _hub_advice(profile, error) from error
+
+
+def load_model_and_processor(profile: Profile, adapter: str | os.PathLike | None = None,
+                             load_in_4bit: bool | None = None, device: str | None = None):
+    """Base model and processor for the profile, with the LoRA `adapter` folder applied if given.
+
+    The dtype comes from the hardware (`pick_dtype`); 4-bit (bitsandbytes) is used on GPUs of
+    16 GB or less for the full model, or when `load_in_4bit=True`.
+    """
+    from transformers import VoxtralForConditionalGeneration
+
+    if adapter is not None:
+        _check_adapter(Path(adapter), profile)
+    dtype = pick_dtype(profile)
+    kwargs: dict = {"dtype": dtype}
+    use_4bit = wants_4bit(profile) if load_in_4bit is None else load_in_4bit
+    if use_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=True, llm_int8_skip_modules=["audio_tower", "multi_modal_projector", "lm_head"],
+        )
+        kwargs["device_map"] = {"": 0}
+    try:
+        model = VoxtralForConditionalGeneration.from_pretrained(profile.model_id, **kwargs)
+    except OSError as error:
+        if profile.is_tiny:
+            raise
+        raise _hub_advice(profile, error) from error
+    if not use_4bit:
+        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    processor = load_processor(profile, adapter)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    return model, processor
+
+
+def audio_tower(model):
+    """The audio encoder, wherever PEFT wrapping put it (`model.model.audio_tower` in transformers 5)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.model.audio_tower
+
+
+def freeze_audio_tower(model):
+    """Freeze the audio encoder: it already hears well; we adapt the language side."""
+    for parameter in audio_tower(model).parameters():
+        parameter.requires_grad = False
+    return model
+
+
+def lora_config(**overrides):
+    """The recipe's LoRA settings (r=8, alpha=32, dropout 0.05) on the language model and projector."""
+    from peft import LoraConfig
+
+    settings = dict(r=8, lora_alpha=32, lora_dropout=0.05, bias="none", task_type="CAUSAL_LM",
+                    target_modules=LORA_TARGET_MODULES)
+    settings.update(overrides)
+    return LoraConfig(**settings)
+
+
+def add_lora(model, config=None):
+    """Wrap the model with LoRA adapters (default `lora_config()`); only LoRA weights train."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, config or lora_config())
+
+
+def lora_module_names(model) -> list[str]:
+    """Names of the modules that carry a LoRA adapter."""
+    return [name for name, module in model.named_modules() if hasattr(module, "lora_A") and len(module.lora_A)]
+
+
+def trainable_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def hub_token() -> str | None:
+    """The Hugging Face token if the user is logged in, else None (never printed)."""
+    try:
+        from huggingface_hub import get_token
+    except ImportError:  # pragma: no cover
+        return None
+    return get_token()
+
+
+def training_arguments(profile: Profile, output_dir: str | os.PathLike, push_to_hub: bool = False, **overrides):
+    """`TrainingArguments` for the profile: the published recipe's hyper-parameters for `full`,
+    a short CPU run for `tiny`. `push_to_hub=True` needs a Hub login and says so if missing."""
+    from transformers import TrainingArguments
+
+    if push_to_hub and hub_token() is None:
+        raise RuntimeError(
+            "push_to_hub=True needs a Hugging Face login: run `huggingface-cli login` (or "
+            "`from huggingface_hub import login; login()`), or leave push_to_hub off."
+        )
+    dtype = pick_dtype(profile)
+    on_gpu = torch.cuda.is_available()
+    settings = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=profile.per_device_batch_size,
+        per_device_eval_batch_size=profile.per_device_batch_size,
+        gradient_accumulation_steps=profile.gradient_accumulation_steps,
+        learning_rate=profile.learning_rate,
+        num_train_epochs=profile.train_epochs,
+        max_steps=profile.max_train_steps,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.1,  # a float below 1 is a fraction of the training steps
+        weight_decay=0.01,
+        gradient_checkpointing=not profile.is_tiny,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=on_gpu and dtype == torch.bfloat16,
+        fp16=on_gpu and dtype == torch.float16,
+        logging_steps=profile.logging_steps,
+        eval_strategy="steps",
+        eval_steps=profile.eval_steps,
+        save_strategy="steps",
+        save_steps=profile.eval_steps,
+        save_total_limit=2,
+        remove_unused_columns=False,  # the collator needs the raw audio and category columns
+        report_to="none",
+        seed=42,
+        data_seed=42,
+        dataloader_num_workers=0,
+        push_to_hub=push_to_hub,
+    )
+    settings.update(overrides)
+    return TrainingArguments(**settings)

@@ -1,0 +1,81 @@
+"""The one prompt builder used for training, evaluation and the pipeline.
+
+The published recipe trains on per-category prompts but asks a different, generic question at
+inference time, so the model is evaluated on a prompt it never saw. Here both go through
+`build_conversation`, and a test checks the tokens match.
+"""
+from __future__ import annotations
+
+import base64
+import warnings
+
+INSTRUCTIONS = {
+    "formal_fallacies": (
+        "Listen to the argument. Is the argument, given the explicitly stated premises, "
+        "deductively valid or invalid? Answer with one word: valid or invalid."
+    ),
+    "navigate": (
+        "Listen to the instructions. If you follow these instructions, do you return to the "
+        "starting point? Answer with one word: Yes or No."
+    ),
+    "object_counting": (
+        "Listen to the question about the things I have. Answer with a single number, in digits."
+    ),
+    "web_of_lies": (
+        "Listen to the statements about who lies and who tells the truth, then answer the "
+        "question. Answer with one word: Yes or No."
+    ),
+}
+GENERIC_INSTRUCTION = "Listen to the question and answer it. Give only the answer, as briefly as possible."
+
+_warned_categories: set = set()
+
+
+def instruction_for(category) -> str:
+    """The instruction for a category; a generic one (with a single warning) for unknown ones."""
+    if category in INSTRUCTIONS:
+        return INSTRUCTIONS[category]
+    if category not in _warned_categories:
+        _warned_categories.add(category)
+        warnings.warn(
+            f"Unknown or missing category {category!r}: using the generic instruction "
+            f"{GENERIC_INSTRUCTION!r}. Known categories: {sorted(INSTRUCTIONS)}.",
+            stacklevel=3,
+        )
+    return GENERIC_INSTRUCTION
+
+
+def answer_text(answer, index=None) -> str:
+    """The answer as the string the model learns: `7` becomes "7"; empty answers are refused."""
+    where = "sample" if index is None else f"sample {index}"
+    if answer is None:
+        raise ValueError(f"{where}: missing 'official_answer'; a training row needs an answer.")
+    if isinstance(answer, float) and answer.is_integer():
+        answer = int(answer)
+    text = str(answer).strip()
+    if not text:
+        raise ValueError(f"{where}: empty 'official_answer'; a training row needs an answer.")
+    return text
+
+
+def audio_content(audio) -> dict:
+    """A chat `audio` entry for Voxtral's processor: base64 WAV of the (16 kHz mono) audio."""
+    from helpers.data import load_audio, wav_bytes
+
+    return {"type": "audio", "base64": base64.b64encode(wav_bytes(load_audio(audio))).decode("ascii")}
+
+
+def build_conversation(sample: dict, answer=None) -> list[dict]:
+    """Chat messages for one sample: a user turn with the audio and the category's instruction,
+    plus an assistant turn with `answer` when given. No system turn: Voxtral has none.
+
+    `sample` needs `audio` (anything `helpers.data.load_audio` accepts) and may have `category`.
+    """
+    if sample.get("audio") is None:
+        where = "sample" if sample.get("id") is None else f"sample {sample['id']}"
+        raise ValueError(f"{where}: missing 'audio'; there is nothing to ask about.")
+    content = [audio_content(sample["audio"]), {"type": "text", "text": instruction_for(sample.get("category"))}]
+    conversation = [{"role": "user", "content": content}]
+    if answer is not None:
+        conversation.append({"role": "assistant", "content": answer_text(answer, sample.get("id"))})
+    return conversation
