@@ -35,7 +35,7 @@ def load_dataset_for_profile(profile: Profile):
             f"Could not load {profile.dataset_id!r} from the Hugging Face Hub ({type(error).__name__}: "
             f"{str(error)[:200]}). Check your network connection, or run offline with "
             "VOXTRAL_PROFILE=tiny."
-        ) from error
+        ) from None  # the message says what to do; the chained traceback would bury it
     return dataset.cast_column("audio", Audio(sampling_rate=SAMPLING_RATE))
 
 

@@ -78,7 +78,7 @@ def load_processor(profile: Profile, adapter: str | os.PathLike | None = None):
     except OSError as error:
         if profile.is_tiny or adapter is not None:
             raise FileNotFoundError(f"No Voxtral processor in {source!r}: {error}") from error
-        raise _hub_advice(profile, error) from error
+        raise _hub_advice(profile, error) from None  # the advice says it all; no traceback wall
 
 
 def load_model_and_processor(profile: Profile, adapter: str | os.PathLike | None = None,
@@ -108,7 +108,7 @@ def load_model_and_processor(profile: Profile, adapter: str | os.PathLike | None
     except OSError as error:
         if profile.is_tiny:
             raise
-        raise _hub_advice(profile, error) from error
+        raise _hub_advice(profile, error) from None  # the advice says it all; no traceback wall
     if not use_4bit:
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     processor = load_processor(profile, adapter)
@@ -195,8 +195,8 @@ def training_arguments(profile: Profile, output_dir: str | os.PathLike, push_to_
         lr_scheduler_type="cosine",
         warmup_steps=0.1,  # a float below 1 is a fraction of the training steps
         weight_decay=0.01,
-        gradient_checkpointing=not profile.is_tiny,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing=not profile.is_tiny,  # "gradient_checkpointing" before transformers 5.2x
+        activation_checkpointing_kwargs={"use_reentrant": False},
         bf16=on_gpu and dtype == torch.bfloat16,
         fp16=on_gpu and dtype == torch.float16,
         logging_steps=profile.logging_steps,
