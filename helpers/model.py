@@ -67,18 +67,25 @@ def _check_adapter(adapter: Path, profile: Profile) -> dict:
 
 
 def load_processor(profile: Profile, adapter: str | os.PathLike | None = None):
-    """The Voxtral processor: from the adapter folder when it has one (saved with it), else the model's."""
-    from transformers import VoxtralProcessor
+    """The Voxtral processor: from the adapter folder when it has one (saved with it), else the model's.
 
-    source = profile.model_id
-    if adapter is not None and (Path(adapter) / "tekken.json").exists():
-        source = str(adapter)
+    A local folder is assembled explicitly: `VoxtralProcessor.from_pretrained` on a folder with no
+    model `config.json` (an adapter folder) silently loads a tokenizer without Voxtral's chat
+    template (reproduced in tests/test_library_surprises.py).
+    """
+    from transformers import MistralCommonBackend, VoxtralProcessor, WhisperFeatureExtractor
+
+    source = Path(adapter) if adapter is not None and (Path(adapter) / "tekken.json").exists() else profile.model_id
+    if Path(source).is_dir() or profile.is_tiny:
+        folder = Path(source)
+        if not (folder / "tekken.json").exists() or not (folder / "processor_config.json").exists():
+            raise FileNotFoundError(f"No Voxtral processor in {str(folder)!r}: tekken.json or processor_config.json is missing.")
+        tokenizer = MistralCommonBackend.from_pretrained(str(folder))
+        return VoxtralProcessor(feature_extractor=WhisperFeatureExtractor.from_pretrained(str(folder)), tokenizer=tokenizer)
     try:
         return VoxtralProcessor.from_pretrained(source)
     except OSError as error:
-        if profile.is_tiny or adapter is not None:
-            raise FileNotFoundError(f"No Voxtral processor in {source!r}: {error}") from error
-        raise _hub_advice(profile, error) from None  # the advice says it all; no traceback wall
+        raise _hub_advice(profile, error) from None
 
 
 def load_model_and_processor(profile: Profile, adapter: str | os.PathLike | None = None,
@@ -214,3 +221,26 @@ def training_arguments(profile: Profile, output_dir: str | os.PathLike, push_to_
     )
     settings.update(overrides)
     return TrainingArguments(**settings)
+
+
+def make_trainer(model, processor, profile: Profile, train_dataset, eval_dataset=None, output_dir="outputs/lora",
+                 callbacks=None, **overrides):
+    """A `transformers.Trainer` wired with our collator and the profile's training arguments."""
+    from transformers import Trainer
+
+    from helpers.collator import VoxtralAudioCollator
+
+    args = training_arguments(profile, output_dir, **overrides)
+    if eval_dataset is None:
+        args.eval_strategy = "no"
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    return Trainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                   data_collator=VoxtralAudioCollator(processor, dtype=dtype), callbacks=callbacks)
+
+
+def save_adapter(model, processor, folder) -> Path:
+    """Save the LoRA adapter (safetensors) with the processor beside it, so the folder loads alone."""
+    folder = Path(folder)
+    model.save_pretrained(folder, safe_serialization=True)
+    processor.save_pretrained(folder)
+    return folder

@@ -1,0 +1,58 @@
+"""Smallest reproductions of library behaviour that surprised us; each explains a choice in helpers.
+
+If one of these starts failing after an upgrade, the library changed: revisit the workaround.
+"""
+import pytest
+
+
+def test_processor_from_a_folder_without_model_config_loses_the_chat_template(processor, tmp_path):
+    """VoxtralProcessor.from_pretrained on an adapter folder (processor files, no config.json)
+    loads a generic tokenizer with no chat template; helpers.model.load_processor builds the
+    MistralCommonBackend explicitly instead."""
+    from transformers import MistralCommonBackend, VoxtralProcessor
+
+    processor.save_pretrained(tmp_path)
+    reloaded = VoxtralProcessor.from_pretrained(tmp_path)
+    assert not isinstance(reloaded.tokenizer, MistralCommonBackend)
+    with pytest.raises(ValueError, match="chat_template is not set"):
+        reloaded.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=True)
+
+
+def test_load_processor_survives_the_same_folder(processor, profile, tmp_path):
+    from transformers import MistralCommonBackend
+
+    from helpers.model import load_processor
+
+    processor.save_pretrained(tmp_path)
+    reloaded = load_processor(profile, adapter=tmp_path)
+    assert isinstance(reloaded.tokenizer, MistralCommonBackend)
+    assert reloaded.tokenizer.padding_side == "left"
+
+
+def test_audio_text_to_text_pipeline_task_does_not_exist():
+    """The published guide's `pipeline("audio-text-to-text")`: no such task in transformers 5."""
+    from transformers.pipelines import check_task
+
+    with pytest.raises(KeyError, match="audio-text-to-text"):
+        check_task("audio-text-to-text")
+    assert check_task("any-to-any")[0] == "any-to-any"
+
+
+def test_voxtral_tokenizer_pads_left(processor):
+    assert processor.tokenizer.padding_side == "left"
+
+
+def test_kwargs_outside_processor_kwargs_warn(processor, caplog):
+    """The guide passes padding=True straight to apply_chat_template: transformers warns that
+    processor kwargs belong in `processor_kwargs`."""
+    import numpy as np
+
+    from helpers.prompts import build_conversation
+
+    conversation = build_conversation({"audio": {"array": np.zeros(16000, np.float32), "sampling_rate": 16000},
+                                       "category": "navigate"})
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        processor.apply_chat_template(conversation, tokenize=True, return_dict=True, padding=True)
+    assert "processor_kwargs" in caplog.text
