@@ -1,0 +1,56 @@
+# Two commands for a fresh Debian/Ubuntu machine (Python >= 3.10):
+#   make tutorial   set up .venv, then run all five notebooks headless (executed copies in executed/)
+#   make test       set up .venv, then run the test suite (pytest for helpers, nbval for notebooks)
+# `make bench` runs the CPU benchmarks. Everything lands in .venv/ at the repo root.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+# On CPU machines torch 2.13.0 is the CPU build (small); on GPU machines take the default CUDA build.
+TORCH_SPEC ?= $(if $(HAS_GPU),torch,torch==2.13.0)
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+EXECUTED := executed
+
+.PHONY: setup system-packages tutorial test bench clean
+
+system-packages:
+	@missing=""; \
+	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
+	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing system packages:$$missing (apt-get)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml | system-packages
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test,notebooks]" $(if $(HAS_GPU),".[gpu]")
+	@touch $(STAMP)
+
+setup: system-packages $(STAMP)
+
+tutorial: setup
+	@mkdir -p $(EXECUTED)
+	@set -e; for nb in $(NOTEBOOKS); do \
+	  echo "== running $$nb"; start=$$(date +%s); \
+	  $(PY) -m jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
+	    --output-dir $(EXECUTED) "$$nb" --log-level WARN; \
+	  echo "   done in $$(( $$(date +%s) - start )) s"; \
+	done
+	@echo "Executed notebooks, with outputs: $(CURDIR)/$(EXECUTED)/"
+
+test: setup
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --durations=15 -p no:cacheprovider
+
+bench: setup
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(EXECUTED) outputs .pytest_cache
