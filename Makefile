@@ -10,8 +10,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
-# On CPU machines torch 2.13.0 is the CPU build (small); on GPU machines take the default CUDA build.
-TORCH_SPEC ?= $(if $(HAS_GPU),torch,torch==2.13.0)
+# On CPU machines torch 2.13.0 is the CPU build (small) and newer torchcodec wheels need CUDA
+# libraries; on GPU machines take the default CUDA builds of both.
+TORCH_SPEC ?= $(if $(HAS_GPU),torch torchcodec,torch==2.13.0 torchcodec<0.14)
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 EXECUTED := executed
 
@@ -30,7 +31,7 @@ system-packages:
 $(STAMP): pyproject.toml | system-packages
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q $(foreach p,$(TORCH_SPEC),"$(p)")
 	$(PY) -m pip install -q -e ".[test,notebooks]" $(if $(HAS_GPU),".[gpu]")
 	@touch $(STAMP)
 

@@ -1,0 +1,117 @@
+"""Figures are built from real data and have what they claim; widget logic runs without a browser."""
+import io
+import warnings
+
+import matplotlib
+import numpy as np
+import pytest
+import soundfile as sf
+
+matplotlib.use("Agg")
+
+from helpers import plots, widgets  # noqa: E402
+from helpers.collator import VoxtralAudioCollator  # noqa: E402
+from helpers.data import duration_seconds, load_audio  # noqa: E402
+from helpers.evaluate import evaluate  # noqa: E402
+
+
+def test_category_balance_has_a_bar_per_answer(splits):
+    fig = plots.category_balance(splits["train"])
+    bars = fig.axes[0].patches
+    counts = sum(len(set(a for c2, a in zip(splits["train"]["category"], splits["train"]["official_answer"]) if c2 == c))
+                 for c in set(splits["train"]["category"]))
+    assert len(bars) == counts
+    assert sum(b.get_height() for b in bars) == len(splits["train"])
+
+
+def test_durations_and_waveform(splits, processor):
+    test = splits["test"]
+    fig = plots.durations(duration_seconds(test), test["category"])
+    assert sum(p.get_height() for p in fig.axes[0].patches) == len(test)
+    row = test[0]
+    features = VoxtralAudioCollator(processor)([row])["input_features"]
+    fig = plots.waveform_and_mel(load_audio(row["audio"]), features[0])
+    assert fig.axes[1].images[0].get_array().shape == (128, 3000)
+
+
+def test_loss_curves():
+    history = [{"loss": 3.0, "step": 1}, {"loss": 2.0, "step": 2}, {"eval_loss": 2.5, "step": 2}]
+    fig = plots.loss_curves(history)
+    assert [len(line.get_xdata()) for line in fig.axes[0].lines] == [2, 1]
+    with pytest.raises(ValueError, match="no 'loss'"):
+        plots.loss_curves([{"train_runtime": 1.0}])
+
+
+def test_confusion_matrices_count_every_prediction():
+    predictions = [
+        {"category": "navigate", "answer": "Yes", "parsed": "No"},
+        {"category": "navigate", "answer": "Yes", "parsed": None},
+        {"category": "object_counting", "answer": "3", "parsed": "12"},
+    ]
+    fig = plots.confusion_matrices(predictions)
+    totals = [ax.images[0].get_array().sum() for ax in fig.axes]
+    assert totals == [2, 1]
+
+
+def test_token_table_marks_learned_tokens(processor, splits):
+    batch = VoxtralAudioCollator(processor)([splits["train"][0]])
+    page = plots.token_table_html(processor.tokenizer, batch["input_ids"][0], batch["labels"][0])
+    assert "[AUDIO] x375" in page and page.count("#55A868;color:white") == (batch["labels"][0] != -100).sum()
+
+
+def test_audio_browser_selects_rows_of_the_category(splits):
+    browser = widgets.AudioBrowser(splits["test"])
+    index = browser.select("web_of_lies", 2)
+    assert splits["test"][index]["category"] == "web_of_lies"
+    assert browser.widget is browser.show()
+    browser.category.value = "navigate"  # the observer resets the slider to the new category
+    assert browser.position.value == 0 and browser.position.max == len(browser.by_category["navigate"]) - 1
+    with pytest.raises(ValueError, match="position 99 is out of range"):
+        browser.select("navigate", 99)
+    with pytest.raises(ValueError, match="No rows of category 'sports'"):
+        browser.select("sports", 0)
+
+
+def test_describe_and_player(splits):
+    row = splits["test"][0]
+    card = widgets.describe(row, {"model said": "<b>x</b>"})
+    assert row["category"] in card and "&lt;b&gt;x&lt;/b&gt;" in card
+    wav = sf.info(io.BytesIO(widgets.player(row["audio"]).data))
+    assert wav.samplerate == 16000 and abs(wav.duration - len(load_audio(row["audio"])) / 16000) < 0.01
+
+
+def test_wrong_answers_browser(model_and_processor, splits):
+    result = evaluate(*model_and_processor, splits["test"].select(range(4)), max_new_tokens=3, progress=False)
+    box = widgets.wrong_answers(result, splits["test"])
+    assert len(box.children[0].options) == len(result.wrong())
+
+
+def wav_upload(audio, rate, name="mine.wav"):
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, rate, format="WAV")
+    return ({"name": name, "type": "audio/wav", "size": buffer.tell(), "content": memoryview(buffer.getvalue())},)
+
+
+def test_ask_your_own_recording(model_and_processor, splits):
+    model, processor = model_and_processor
+    asker = widgets.AskYourOwn(model, processor, max_new_tokens=4)
+    speech = load_audio(splits["test"][0]["audio"])
+    stereo_44k = np.stack([speech, speech], axis=1).repeat(2, axis=0)[: len(speech) * 2]  # 32 kHz stereo
+    result = asker.ask(wav_upload(stereo_44k, 32000), "navigate")
+    assert result["file"] == "mine.wav" and abs(result["seconds"] - len(speech) / 16000) < 0.05
+    direct = widgets.generate_answers(model, processor, [{"audio": {"array": speech, "sampling_rate": 16000},
+                                                          "category": "navigate"}], max_new_tokens=4)[0]
+    assert isinstance(result["answer"], str)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert asker.ask(wav_upload(speech, 16000), "other")["file"] == "mine.wav"
+    assert asker.ask(wav_upload(speech, 16000), "navigate")["answer"] == direct
+
+
+def test_ask_without_or_with_a_broken_upload(model_and_processor):
+    asker = widgets.AskYourOwn(*model_and_processor)
+    with pytest.raises(ValueError, match="Upload a recording first"):
+        asker.ask((), "navigate")
+    broken = ({"name": "notes.mp3", "content": memoryview(b"not audio at all")},)
+    with pytest.raises(ValueError, match="file 'notes.mp3': could not decode audio"):
+        asker.ask(broken, "navigate")
