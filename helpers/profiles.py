@@ -55,6 +55,33 @@ class Profile:
         )
 
 
+def outputs_dir(profile: "Profile") -> Path:
+    """Where notebooks write adapters and merged models: ./outputs/<profile> (or $VOXTRAL_OUTPUTS/<profile>)."""
+    return Path(os.environ.get("VOXTRAL_OUTPUTS") or "outputs") / profile.name
+
+
+KEY_PACKAGES = ("torch", "transformers", "peft", "datasets", "accelerate", "mistral_common", "torchcodec")
+
+
+def environment_report(profile: "Profile") -> str:
+    """Versions of the packages that matter, the hardware, and which profile runs and why."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    lines = []
+    for name in KEY_PACKAGES:
+        try:
+            lines.append(f"{name:<15} {version(name.replace('_', '-'))}")
+        except PackageNotFoundError:
+            lines.append(f"{name:<15} not installed")
+    import platform
+
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    lines += [f"{'python':<15} {platform.python_version()}", f"{'device':<15} {device}", "", profile.describe()]
+    return "\n".join(lines)
+
+
 def cache_dir() -> Path:
     """Where the tiny assets and outputs live: $VOXTRAL_TUTORIAL_CACHE or ~/.cache/voxtral-tutorial."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "voxtral-tutorial")

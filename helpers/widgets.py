@@ -1,14 +1,17 @@
 """ipywidgets browsers and the upload-your-own-recording cell.
 
 Widgets render headless, but their callbacks only fire in a live notebook, so each widget's
-logic lives in a plain method (`select`, `ask`) that tests call directly.
+logic lives in a plain method (`select`, `ask`) that tests call directly. Views are `HTML`
+widgets whose value is replaced (card + `<audio>` tag): displaying an IPython `Audio` inside an
+`Output` widget hung headless execution (nbclient) after matplotlib figures had been shown.
 """
 from __future__ import annotations
 
+import base64
 import html
 
 import ipywidgets as widgets
-from IPython.display import HTML, Audio, clear_output, display
+from IPython.display import HTML, Audio
 
 from helpers.data import SAMPLING_RATE, load_audio
 from helpers.evaluate import generate_answers, normalize_answer
@@ -18,6 +21,14 @@ from helpers.prompts import INSTRUCTIONS
 def player(audio, sampling_rate: int = SAMPLING_RATE) -> Audio:
     """An audio player that also renders on GitHub and in static HTML (no widget manager needed)."""
     return Audio(load_audio(audio, sampling_rate), rate=SAMPLING_RATE, autoplay=False)
+
+
+def audio_tag(audio, sampling_rate: int | None = None) -> str:
+    """An HTML `<audio>` player with the clip embedded as a WAV data URI."""
+    from helpers.data import wav_bytes
+
+    data = base64.b64encode(wav_bytes(load_audio(audio, sampling_rate))).decode("ascii")
+    return f'<audio controls preload="none" src="data:audio/wav;base64,{data}"></audio>'
 
 
 def describe(row: dict, extra: dict | None = None) -> str:
@@ -43,10 +54,10 @@ class AudioBrowser:
         categories = sorted(self.by_category)
         self.category = widgets.Dropdown(options=categories, value=categories[0], description="category")
         self.position = widgets.IntSlider(min=0, max=len(self.by_category[categories[0]]) - 1, description="#")
-        self.output = widgets.Output()
+        self.view = widgets.HTML()
         self.category.observe(self._on_category, names="value")
         self.position.observe(lambda change: self._render(), names="value")
-        self.widget = widgets.VBox([widgets.HBox([self.category, self.position]), self.output])
+        self.widget = widgets.VBox([widgets.HBox([self.category, self.position]), self.view])
 
     def select(self, category: str, position: int) -> int:
         """The dataset index shown for `category`'s `position`-th row (raises on a bad choice)."""
@@ -65,9 +76,7 @@ class AudioBrowser:
     def _render(self):
         index = self.select(self.category.value, self.position.value)
         row = self.dataset[index]
-        with self.output:
-            clear_output(wait=True)
-            display(HTML(describe(row)), player(row["audio"]))
+        self.view.value = audio_tag(row["audio"]) + "<br>" + describe(row)
 
     def show(self):
         self._render()
@@ -83,18 +92,16 @@ def wrong_answers(result, dataset, limit: int = 50):
     options = [(f"{p['category']} #{p['id']}: said {p['prediction']!r}, answer {p['answer']!r}", k)
                for k, p in enumerate(wrong)]
     choice = widgets.Dropdown(options=options, description="wrong", layout=widgets.Layout(width="90%"))
-    output = widgets.Output()
+    view = widgets.HTML()
 
     def render(change=None):
         p = wrong[choice.value]
         row = dataset[by_id.get(p["id"], p["id"])]
-        with output:
-            clear_output(wait=True)
-            display(HTML(describe(row, {"model said": p["prediction"], "parsed as": p["parsed"]})), player(row["audio"]))
+        view.value = audio_tag(row["audio"]) + "<br>" + describe(row, {"model said": p["prediction"], "parsed as": p["parsed"]})
 
     choice.observe(render, names="value")
     render()
-    return widgets.VBox([choice, output])
+    return widgets.VBox([choice, view])
 
 
 class AskYourOwn:
@@ -107,9 +114,9 @@ class AskYourOwn:
         self.category = widgets.Dropdown(options=sorted(INSTRUCTIONS) + ["other"], value="navigate",
                                          description="question")
         self.button = widgets.Button(description="Ask", button_style="primary")
-        self.output = widgets.Output()
+        self.view = widgets.HTML()
         self.button.on_click(self._on_click)
-        self.widget = widgets.VBox([widgets.HBox([self.upload, self.category, self.button]), self.output])
+        self.widget = widgets.VBox([widgets.HBox([self.upload, self.category, self.button]), self.view])
 
     def ask(self, uploaded, category: str) -> dict:
         """Answer an uploaded file (FileUpload's value: a tuple of dicts with `name` and `content`).
@@ -129,15 +136,13 @@ class AskYourOwn:
                 "parsed": normalize_answer(text, row["category"])}
 
     def _on_click(self, _button):
-        with self.output:
-            clear_output(wait=True)
-            try:
-                result = self.ask(self.upload.value, self.category.value)
-            except ValueError as error:
-                display(HTML(f"<b style='color:#C44E52'>{html.escape(str(error))}</b>"))
-                return
-            display(HTML(f"<b>{html.escape(result['file'])}</b> ({result['seconds']:.1f} s): "
-                         f"model says <b>{html.escape(result['answer'])}</b> (parsed: {result['parsed']})"))
+        try:
+            result = self.ask(self.upload.value, self.category.value)
+        except ValueError as error:
+            self.view.value = f"<b style='color:#C44E52'>{html.escape(str(error))}</b>"
+            return
+        self.view.value = (f"<b>{html.escape(result['file'])}</b> ({result['seconds']:.1f} s): "
+                           f"model says <b>{html.escape(result['answer'])}</b> (parsed: {result['parsed']})")
 
     def show(self):
         return self.widget

@@ -66,6 +66,9 @@ def test_audio_browser_selects_rows_of_the_category(splits):
     assert browser.widget is browser.show()
     browser.category.value = "navigate"  # the observer resets the slider to the new category
     assert browser.position.value == 0 and browser.position.max == len(browser.by_category["navigate"]) - 1
+    browser.position.value = 1
+    shown = splits["test"][browser.select("navigate", 1)]
+    assert f"<b>id</b> {shown['id']} " in browser.view.value and "<audio controls" in browser.view.value
     with pytest.raises(ValueError, match="position 99 is out of range"):
         browser.select("navigate", 99)
     with pytest.raises(ValueError, match="No rows of category 'sports'"):
@@ -84,6 +87,8 @@ def test_wrong_answers_browser(model_and_processor, splits):
     result = evaluate(*model_and_processor, splits["test"].select(range(4)), max_new_tokens=3, progress=False)
     box = widgets.wrong_answers(result, splits["test"])
     assert len(box.children[0].options) == len(result.wrong())
+    first = result.wrong()[0]
+    assert f"<b>id</b> {first['id']} " in box.children[1].value and "model said" in box.children[1].value
 
 
 def wav_upload(audio, rate, name="mine.wav"):
@@ -112,6 +117,10 @@ def test_ask_without_or_with_a_broken_upload(model_and_processor):
     asker = widgets.AskYourOwn(*model_and_processor)
     with pytest.raises(ValueError, match="Upload a recording first"):
         asker.ask((), "navigate")
-    broken = ({"name": "notes.mp3", "content": memoryview(b"not audio at all")},)
+    broken = ({"name": "notes.mp3", "type": "audio/mpeg", "size": 16, "last_modified": 0,
+               "content": memoryview(b"not audio at all")},)
     with pytest.raises(ValueError, match="file 'notes.mp3': could not decode audio"):
         asker.ask(broken, "navigate")
+    asker.upload.value = broken
+    asker._on_click(asker.button)  # what the button does: the error is shown, not raised
+    assert "could not decode audio" in asker.view.value
