@@ -1,5 +1,6 @@
 """Figures are built from real data and have what they claim; widget logic runs without a browser."""
 import io
+from datetime import datetime, timezone
 import warnings
 
 import matplotlib
@@ -117,7 +118,8 @@ def test_ask_without_or_with_a_broken_upload(model_and_processor):
     asker = widgets.AskYourOwn(*model_and_processor)
     with pytest.raises(ValueError, match="Upload a recording first"):
         asker.ask((), "navigate")
-    broken = ({"name": "notes.mp3", "type": "audio/mpeg", "size": 16, "last_modified": 0,
+    broken = ({"name": "notes.mp3", "type": "audio/mpeg", "size": 16,
+               "last_modified": datetime.now(timezone.utc),
                "content": memoryview(b"not audio at all")},)
     with pytest.raises(ValueError, match="file 'notes.mp3': could not decode audio"):
         asker.ask(broken, "navigate")
