@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -124,9 +126,18 @@ def load_model_and_processor(profile: Profile, adapter: str | os.PathLike | None
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter))
+        with _quiet_peft():
+            model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
     return model, processor
+
+
+@contextmanager
+def _quiet_peft():
+    """peft still reads a transformers attribute deprecated in v5; its FutureWarning is not the user's to fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def audio_tower(model):
@@ -156,7 +167,8 @@ def add_lora(model, config=None):
     """Wrap the model with LoRA adapters (default `lora_config()`); only LoRA weights train."""
     from peft import get_peft_model
 
-    return get_peft_model(model, config or lora_config())
+    with _quiet_peft():
+        return get_peft_model(model, config or lora_config())
 
 
 def lora_module_names(model) -> list[str]:
@@ -217,6 +229,7 @@ def training_arguments(profile: Profile, output_dir: str | os.PathLike, push_to_
         seed=42,
         data_seed=42,
         dataloader_num_workers=0,
+        dataloader_pin_memory=on_gpu,
         push_to_hub=push_to_hub,
     )
     settings.update(overrides)

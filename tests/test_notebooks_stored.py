@@ -1,0 +1,38 @@
+"""Notebooks are stored clean: no outputs except the expected output of checked cells."""
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9]*.ipynb"))
+CHECK = "# NBVAL_CHECK_OUTPUT"
+
+
+def test_all_five_notebooks_exist():
+    assert [p.stem for p in NOTEBOOKS] == ["01_explore_data", "02_build_collator", "03_train_lora",
+                                          "04_inference", "05_pipeline"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_without_outputs_except_checked_cells(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    checked = [c for c in code if c.source.lstrip().startswith(CHECK)]
+    assert checked, "every notebook checks at least one deterministic output"
+    for cell in code:
+        if cell in checked:
+            assert cell.execution_count is not None  # else nbval treats it as unrun and compares nothing
+            assert cell.outputs, f"checked cell without expected output: {cell.source[:60]!r}"
+            assert all(o.get("name") != "stderr" for o in cell.outputs)
+        else:
+            assert cell.outputs == [] and cell.execution_count is None, f"stored output in {cell.source[:60]!r}"
+    assert "NBVAL_SKIP" not in "".join(c.source for c in code)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_open_with_badge_setup_and_versions(path):
+    cells = nbformat.read(path, as_version=4).cells
+    assert "colab.research.google.com" in cells[0].source and "**Goal:**" in cells[0].source
+    assert '"google.colab" in sys.modules' in cells[2].source
+    assert "environment_report(profile)" in cells[4].source
+    assert not any("sys.path" in c.source for c in cells if c.cell_type == "code")

@@ -1,0 +1,41 @@
+"""Execute the notebooks in the tiny profile and store them for git and nbval.
+
+Every output is stripped, except those of cells marked `# NBVAL_CHECK_OUTPUT`: their expected
+output (stdout and results, no stderr) stays so that nbval compares something real in CI.
+Run after editing a notebook:  .venv/bin/python tools/store_notebooks.py
+"""
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+CHECK = "# NBVAL_CHECK_OUTPUT"
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def store(path: Path) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        checked = cell.source.lstrip().startswith(CHECK)
+        # nbval skips the comparison for a cell that looks unrun, so checked cells keep their count
+        cell.execution_count = cell.execution_count if checked else None
+        kept = []
+        for output in cell.outputs if checked else []:
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                continue
+            kept.append(output)
+        cell.outputs = kept
+    nbformat.write(notebook, path)
+    print(f"stored {path.name}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("VOXTRAL_PROFILE", "tiny")
+    targets = [Path(p) for p in sys.argv[1:]] or sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
+    for target in targets:
+        store(target.resolve())
