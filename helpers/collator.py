@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from helpers.data import CHUNK_SECONDS, MAX_SECONDS, SAMPLING_RATE, load_audio, num_chunks
+from helpers.data import CHUNK_SECONDS, MAX_SECONDS, SAMPLING_RATE, load_audio
 from helpers.prompts import answer_text, build_conversation
 
 IGNORE_INDEX = -100
@@ -68,25 +68,28 @@ class VoxtralAudioCollator:
     def _answer_ids_uncached(self, text: str) -> tuple[int, ...]:
         return tuple(self.tokenizer.encode(text, add_special_tokens=False)) + (self.eos_id,)
 
-    def features(self, audios: list[np.ndarray]) -> torch.Tensor:
-        """Log-mel features, (total chunks, 128, 3000), exactly as Voxtral's processor makes them."""
+    def audio_features(self, audio: np.ndarray) -> torch.Tensor:
+        """Log-mel features of one clip, (chunks, 128, 3000), exactly as Voxtral's processor makes them."""
         extractor = self.processor.feature_extractor
-        per_row = []
-        for audio in audios:
-            out = extractor(audio, sampling_rate=SAMPLING_RATE, padding=True, truncation=False,
-                            pad_to_multiple_of=CHUNK_SECONDS * SAMPLING_RATE, return_tensors="pt")
-            feats = out["input_features"]
-            per_row.append(feats.reshape(extractor.feature_size, -1, extractor.nb_max_frames).transpose(0, 1))
-        features = torch.cat(per_row)
-        return features.to(self.dtype) if self.dtype is not None else features
+        out = extractor(audio, sampling_rate=SAMPLING_RATE, padding=True, truncation=False,
+                        pad_to_multiple_of=CHUNK_SECONDS * SAMPLING_RATE, return_tensors="pt")
+        return out["input_features"].reshape(extractor.feature_size, -1, extractor.nb_max_frames).transpose(0, 1)
 
-    def _load(self, row: dict, position: int) -> np.ndarray:
+    def row_features(self, row: dict, position: int) -> torch.Tensor:
+        """A row's features: precomputed ones (see `precompute_features`) or computed from its audio."""
         if not isinstance(row, dict):
             raise ValueError(f"batch row {position}: expected a dict with 'audio', got {type(row).__name__}.")
         name = row_name(row, position)
+        if row.get("input_features") is not None:
+            features = torch.as_tensor(np.asarray(row["input_features"], dtype=np.float32))
+            expected = (self.processor.feature_extractor.feature_size, self.processor.feature_extractor.nb_max_frames)
+            if features.ndim != 3 or tuple(features.shape[1:]) != expected or features.shape[0] == 0:
+                raise ValueError(f"sample {name}: input_features has shape {tuple(features.shape)}; "
+                                 f"expected (chunks, {expected[0]}, {expected[1]}).")
+            return features
         if row.get("audio") is None:
             raise ValueError(f"sample {name}: missing 'audio'.")
-        return load_audio(row["audio"], index=name, max_seconds=self.max_audio_seconds)
+        return self.audio_features(load_audio(row["audio"], index=name, max_seconds=self.max_audio_seconds))
 
     def _pad(self, sequences: list[list[int]], value: int, side: str) -> torch.Tensor:
         longest = max(len(s) for s in sequences)
@@ -99,11 +102,11 @@ class VoxtralAudioCollator:
         if not rows:
             raise ValueError("Cannot collate an empty batch.")
         side = padding_side or self.padding_side
-        audios, sequences, labels = [], [], []
+        features, sequences, labels = [], [], []
         for position, row in enumerate(rows):
-            audio = self._load(row, position)
-            prompt = self.prompt_ids(row.get("category"), num_chunks(len(audio)))
-            audios.append(audio)
+            row_features = self.row_features(row, position)
+            prompt = self.prompt_ids(row.get("category"), row_features.shape[0])
+            features.append(row_features)
             if with_answers:
                 answer = self._answer_cache(answer_text(row.get("official_answer"), row_name(row, position)))
                 sequences.append(prompt + list(answer))
@@ -113,7 +116,7 @@ class VoxtralAudioCollator:
         batch = {
             "input_ids": self._pad(sequences, self.pad_id, side),
             "attention_mask": self._pad([[1] * len(s) for s in sequences], 0, side),
-            "input_features": self.features(audios),
+            "input_features": torch.cat(features).to(self.dtype) if self.dtype else torch.cat(features),
         }
         if with_answers:
             batch["labels"] = self._pad(labels, IGNORE_INDEX, side)
@@ -125,3 +128,32 @@ class VoxtralAudioCollator:
     def prompts(self, rows: list[dict]) -> dict:
         """Left-padded prompts (ending in `[/INST]`) and features, ready for `model.generate`."""
         return self.encode(rows, with_answers=False, padding_side="left")
+
+
+def precompute_features(dataset, processor, num_proc: int | None = None, load_from_cache_file: bool = True):
+    """Compute every row's log-mel features once, with `datasets.map` (cached on disk).
+
+    The published recipe redoes the audio work for every batch of every epoch; after this,
+    epochs only read the features back. The `audio` column is dropped (the features replace
+    it); the result is in numpy format, ready for `VoxtralAudioCollator` and `Trainer`.
+    """
+    from datasets import Array3D, Features
+
+    if "audio" not in dataset.column_names:
+        raise ValueError(f"The dataset has no 'audio' column (columns: {dataset.column_names}).")
+    collator = VoxtralAudioCollator(processor)
+    extractor = processor.feature_extractor
+    features = Features({**{k: v for k, v in dataset.features.items() if k != "audio"},
+                         "input_features": Array3D(shape=(None, extractor.feature_size, extractor.nb_max_frames),
+                                                   dtype="float32")})
+
+    def featurize(batch, indices):
+        names = batch["id"] if "id" in batch else indices
+        return {"input_features": [
+            collator.audio_features(load_audio(audio, index=name, max_seconds=collator.max_audio_seconds)).numpy()
+            for audio, name in zip(batch["audio"], names)]}
+
+    computed = dataset.map(featurize, batched=True, batch_size=16, with_indices=True, remove_columns=["audio"],
+                           features=features, num_proc=num_proc, load_from_cache_file=load_from_cache_file,
+                           desc="log-mel features, once")
+    return computed.with_format("numpy", columns=["input_features"], output_all_columns=True)

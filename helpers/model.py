@@ -237,11 +237,20 @@ def training_arguments(profile: Profile, output_dir: str | os.PathLike, push_to_
 
 
 def make_trainer(model, processor, profile: Profile, train_dataset, eval_dataset=None, output_dir="outputs/lora",
-                 callbacks=None, **overrides):
-    """A `transformers.Trainer` wired with our collator and the profile's training arguments."""
+                 callbacks=None, precompute: bool = True, **overrides):
+    """A `transformers.Trainer` wired with our collator and the profile's training arguments.
+
+    With `precompute` (default) the audio features are computed once, before the first epoch,
+    instead of in every batch of every epoch.
+    """
     from transformers import Trainer
 
-    from helpers.collator import VoxtralAudioCollator
+    from helpers.collator import VoxtralAudioCollator, precompute_features
+
+    if precompute:
+        train_dataset = precompute_features(train_dataset, processor)
+        if eval_dataset is not None:
+            eval_dataset = precompute_features(eval_dataset, processor)
 
     args = training_arguments(profile, output_dir, **overrides)
     if eval_dataset is None:

@@ -146,3 +146,28 @@ def test_non_string_and_unicode_answers(processor):
 def test_empty_batch():
     with pytest.raises(ValueError, match="empty batch"):
         VoxtralAudioCollator.__new__(VoxtralAudioCollator).encode([], with_answers=True)
+
+
+def test_precomputed_features_collate_identically(processor, splits):
+    from helpers.collator import precompute_features
+
+    raw = splits["train"].select(range(6))
+    cached = precompute_features(raw, processor, load_from_cache_file=False)
+    assert "audio" not in cached.column_names and len(cached) == len(raw)
+    collator = VoxtralAudioCollator(processor)
+    a, b = collator([raw[i] for i in range(6)]), collator([cached[i] for i in range(6)])
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # the published per-batch way computes the same features
+    torch.testing.assert_close(published_collate(processor, [raw[i] for i in range(6)])["input_features"],
+                               b["input_features"], rtol=0, atol=0)
+
+
+def test_precompute_needs_audio_and_checks_shapes(processor, splits):
+    from helpers.collator import precompute_features
+
+    with pytest.raises(ValueError, match="no 'audio' column"):
+        precompute_features(splits["train"].remove_columns("audio"), processor)
+    with pytest.raises(ValueError, match=r"sample 8: input_features has shape \(128, 3000\)"):
+        VoxtralAudioCollator(processor)([{"id": 8, "official_answer": "Yes", "input_features": np.zeros((128, 3000))}])
