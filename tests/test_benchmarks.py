@@ -1,0 +1,53 @@
+"""Smoke tests: the benchmark scripts run on CPU and report numbers (speed is measured by
+`make bench`, never asserted here)."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+
+
+def test_train_step_smoke_on_cpu():
+    import train_step
+
+    results = train_step.main(["--device", "cpu", "--tiny", "--steps", "1", "--warmup", "0"])
+    names = [v["name"] for v in results["variants"]]
+    assert names[0].startswith("published") and names[1].startswith("tuned")
+    for variant in results["variants"]:
+        assert variant["samples_per_s"] > 0, variant
+    assert results["tuned_over_published"] > 0 and results["effective_batch"] == 16
+    assert [v["micro_batch"] * (16 // v["micro_batch"]) for v in results["variants"]] == [16, 16]
+
+
+def test_train_step_flops_count_is_plausible_for_the_full_model():
+    import torch
+    from transformers import VoxtralConfig, VoxtralForConditionalGeneration
+
+    import train_step
+    from helpers.model import add_lora
+
+    with torch.device("meta"):
+        model = add_lora(VoxtralForConditionalGeneration(VoxtralConfig()))
+    flops = train_step.model_flops_per_sample(model, model.config)
+    # ~3.4B language-model parameters x 438 tokens x 6, plus the 0.64B tower forward over 1500 positions
+    assert 9e12 < flops < 1.2e13
+
+
+def test_bench_markdown_marks_gpu_rows_unmeasured():
+    import run
+
+    results = {"date": "d", "machine": {"cpu": "c", "cores": 2, "torch": "t"},
+               "data_pipeline": {"rows": 1, "baseline": 1, "baseline_per_epoch": [1], "ours": 3, "ours_per_epoch": [3],
+                                 "ratio": 3.0, "identical_features": True},
+               "evaluation": {"rows": 1, "baseline": 1, "ours": 2, "batch_size": 16, "ratio": 2.0, "identical_predictions": True},
+               "train_step_cpu_tiny": {"variants": []}}
+    table = run.markdown(results)
+    assert "| 3.0x | True |" in table and table.count("not yet measured") == 4
+
+
+@pytest.mark.parametrize("needle", ["trust_remote_code=True", ".bin\"", "print(hub_token", "print(token"])
+def test_no_remote_code_no_pickles_no_token_printing(needle):
+    root = Path(__file__).parent.parent
+    sources = list((root / "helpers").glob("*.py")) + list((root / "notebooks").glob("*.ipynb"))
+    assert not [p.name for p in sources if needle in p.read_text()]
