@@ -40,10 +40,10 @@ TUNED = Variant("tuned (batch 16, no checkpointing, TF32, SDPA)", 16, False, tf3
 TUNED_4BIT = Variant("tuned 4-bit (batch 8 x 2, checkpointing; T4-sized)", 8, True, load_in_4bit=True)
 
 
-def build_model(tiny: bool, variant: Variant, device: str, dtype: torch.dtype):
+def build_model(tiny: bool, variant: Variant, device: str, dtype: torch.dtype, lora_dropout: float = 0.05):
     from transformers import VoxtralConfig, VoxtralForConditionalGeneration
 
-    from helpers.model import add_lora, freeze_audio_tower
+    from helpers.model import add_lora, freeze_audio_tower, lora_config
     from helpers.tiny import tiny_config
 
     config = tiny_config() if tiny else VoxtralConfig()
@@ -54,7 +54,8 @@ def build_model(tiny: bool, variant: Variant, device: str, dtype: torch.dtype):
     if variant.load_in_4bit:
         model = quantize_4bit(model, dtype)
     freeze_audio_tower(model)
-    model = add_lora(model)
+    torch.manual_seed(1)  # same LoRA initialisation for every variant
+    model = add_lora(model, lora_config(lora_dropout=lora_dropout))
     if variant.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -103,6 +104,21 @@ def model_flops_per_sample(model, config) -> float:
     text = sum(p.numel() for n, p in base.named_parameters() if "audio_tower" not in n and "embed_tokens" not in n)
     tokens = 3 + AUDIO_TOKENS + TEXT_TOKENS
     return 2 * audio * 1500 + 3 * 2 * text * tokens
+
+
+def lora_weights_after_one_step(variant: Variant, tiny: bool = True, device: str = "cpu") -> dict:
+    """LoRA weights after one optimiser step on the same 16 samples, without dropout: a tuned
+    variant must change how fast the step runs, not what it computes."""
+    model, config = build_model(tiny, variant, device, torch.float32, lora_dropout=0.0)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    full = batch(config, EFFECTIVE_BATCH, device, torch.float32)
+    accumulation = EFFECTIVE_BATCH // variant.micro_batch
+    for k in range(accumulation):
+        part = {key: value[k * variant.micro_batch:(k + 1) * variant.micro_batch] for key, value in full.items()}
+        (model(**part).loss / accumulation).backward()
+    optimizer.step()
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def run(variant: Variant, tiny: bool, device: str, steps: int, warmup: int) -> dict:

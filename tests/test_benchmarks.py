@@ -20,6 +20,23 @@ def test_train_step_smoke_on_cpu():
     assert [v["micro_batch"] * (16 // v["micro_batch"]) for v in results["variants"]] == [16, 16]
 
 
+def test_tuned_step_computes_the_same_update_as_the_published_one():
+    """Every labelled token has the same weight in both (3 per sample), so the mean loss over
+    8 micro-batches of 2 equals the mean over one batch of 16: same gradients, same update."""
+    import torch
+
+    import train_step
+
+    published = train_step.lora_weights_after_one_step(train_step.PUBLISHED)
+    tuned = train_step.lora_weights_after_one_step(train_step.TUNED)
+    assert published.keys() == tuned.keys() and len(published) > 0
+    initial = train_step.build_model(True, train_step.TUNED, "cpu", torch.float32, lora_dropout=0.0)[0]
+    moved = {n: p for n, p in initial.named_parameters() if p.requires_grad}
+    assert any(not torch.equal(moved[n], tuned[n]) for n in tuned)  # the step did something
+    for name in published:
+        torch.testing.assert_close(published[name], tuned[name], rtol=1e-4, atol=1e-6)
+
+
 def test_train_step_flops_count_is_plausible_for_the_full_model():
     import torch
     from transformers import VoxtralConfig, VoxtralForConditionalGeneration

@@ -133,3 +133,17 @@ def test_missing_processor(profile, tmp_path):
 
     with pytest.raises(FileNotFoundError, match="No Voxtral processor"):
         model_helpers.load_processor(replace(profile, model_id=str(tmp_path)))
+
+
+def test_four_bit_only_for_the_full_model_on_small_gpus(monkeypatch):
+    from types import SimpleNamespace
+
+    full, tiny = get_profile("full"), get_profile("tiny")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=15 * 2**30))
+    assert model_helpers.wants_4bit(full) and not model_helpers.wants_4bit(tiny)  # a T4
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=80 * 2**30))
+    assert not model_helpers.wants_4bit(full)  # an H100
+    assert model_helpers.wants_4bit(get_profile("full", load_in_4bit=True))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not model_helpers.wants_4bit(full)
