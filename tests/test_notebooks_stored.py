@@ -27,6 +27,7 @@ def test_stored_without_outputs_except_checked_cells(path):
         else:
             assert cell.outputs == [] and cell.execution_count is None, f"stored output in {cell.source[:60]!r}"
     assert "NBVAL_SKIP" not in "".join(c.source for c in code)
+    assert "widgets" not in notebook.metadata and not any("execution" in c.metadata for c in notebook.cells)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

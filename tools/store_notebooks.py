@@ -18,7 +18,9 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 def store(path: Path) -> None:
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    notebook.metadata.pop("widgets", None)  # widget state would carry the audio players' data
     for cell in notebook.cells:
+        cell.metadata.pop("execution", None)  # timestamps: noise in every diff
         if cell.cell_type != "code":
             continue
         checked = cell.source.lstrip().startswith(CHECK)
