@@ -162,6 +162,7 @@ def test_precomputed_features_collate_identically(processor, splits):
     # the published per-batch way computes the same features
     torch.testing.assert_close(published_collate(processor, [raw[i] for i in range(6)])["input_features"],
                                b["input_features"], rtol=0, atol=0)
+    cached.cleanup_cache_files()
 
 
 def test_precompute_needs_audio_and_checks_shapes(processor, splits):
