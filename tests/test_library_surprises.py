@@ -56,3 +56,21 @@ def test_kwargs_outside_processor_kwargs_warn(processor, caplog):
     with caplog.at_level(logging.WARNING):
         processor.apply_chat_template(conversation, tokenize=True, return_dict=True, padding=True)
     assert "processor_kwargs" in caplog.text
+
+
+def test_any_to_any_pipeline_cannot_batch_voxtral(model_and_processor):
+    """The pipeline's own batching pads with the tokenizer's side and the feature extractor's side,
+    which differ for Voxtral (left / right): batch_size > 1 is refused. Notebook 05 passes a list
+    (run in turn) and helpers.evaluate does the real batching."""
+    import numpy as np
+    from transformers import pipeline
+
+    from helpers.prompts import build_conversation
+
+    model, processor = model_and_processor
+    pipe = pipeline("any-to-any", model=model, processor=processor)
+    audio = {"array": np.zeros(16000, np.float32), "sampling_rate": 16000}
+    chats = [build_conversation({"audio": audio, "category": "navigate"})] * 2
+    with pytest.raises(ValueError, match="don't agree on padding side"):
+        pipe(text=chats, max_new_tokens=2, batch_size=2)
+    assert len(pipe(text=chats, max_new_tokens=2, return_full_text=False)) == 2
