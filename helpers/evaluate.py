@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from helpers.collator import VoxtralAudioCollator, row_name
+from helpers.model import model_device, model_dtype
 from helpers.prompts import answer_text
 
 YES_NO = {"navigate", "web_of_lies"}
@@ -69,23 +70,12 @@ def normalize_answer(text, category=None) -> str | None:
     return _yes_no(text) or _validity(text) or _number(text)
 
 
-def _model_device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _model_dtype(model) -> torch.dtype:
-    for parameter in model.parameters():
-        if parameter.is_floating_point():
-            return parameter.dtype
-    return torch.float32  # pragma: no cover
-
-
 @torch.inference_mode()
 def generate_answers(model, processor, rows: list[dict], max_new_tokens: int = 16, collator=None) -> list[str]:
     """Greedy answers for a batch of rows (left-padded prompts, one `generate` call)."""
-    collator = collator or VoxtralAudioCollator(processor, dtype=_model_dtype(model))
+    collator = collator or VoxtralAudioCollator(processor, dtype=model_dtype(model))
     batch = collator.prompts(rows)
-    batch = {k: v.to(_model_device(model)) for k, v in batch.items()}
+    batch = {k: v.to(model_device(model)) for k, v in batch.items()}
     output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                             pad_token_id=processor.tokenizer.pad_token_id)
     new_tokens = output[:, batch["input_ids"].shape[1]:]
@@ -167,7 +157,7 @@ def evaluate(model, processor, dataset, batch_size: int = 16, max_new_tokens: in
 
     if len(dataset) == 0:
         raise ValueError("Cannot evaluate an empty dataset.")
-    collator = VoxtralAudioCollator(processor, dtype=_model_dtype(model))
+    collator = VoxtralAudioCollator(processor, dtype=model_dtype(model))
     predictions = []
     starts = range(0, len(dataset), batch_size)
     for start in tqdm(starts, desc="evaluating", disable=not progress):

@@ -140,6 +140,15 @@ def _quiet_peft():
         yield
 
 
+def model_dtype(model) -> torch.dtype:
+    """The dtype of the model's floating-point weights (what its inputs must be cast to)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 def audio_tower(model):
     """The audio encoder, wherever PEFT wrapping put it (`model.model.audio_tower` in transformers 5)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -255,9 +264,8 @@ def make_trainer(model, processor, profile: Profile, train_dataset, eval_dataset
     args = training_arguments(profile, output_dir, **overrides)
     if eval_dataset is None:
         args.eval_strategy = "no"
-    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     return Trainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                   data_collator=VoxtralAudioCollator(processor, dtype=dtype), callbacks=callbacks)
+                   data_collator=VoxtralAudioCollator(processor, dtype=model_dtype(model)), callbacks=callbacks)
 
 
 def save_adapter(model, processor, folder) -> Path:

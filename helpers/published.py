@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from helpers.collator import IGNORE_INDEX
+from helpers.model import model_device, model_dtype
 from helpers.prompts import build_conversation
 
 # Bare names: they match the audio encoder's q/k/v_proj too.
@@ -44,8 +45,7 @@ def published_generate(model, processor, row: dict, max_new_tokens: int = 16) ->
     """The guide's inference: one sample at a time, audio as a base64 WAV through the chat template."""
     inputs = processor.apply_chat_template(build_conversation(row), tokenize=True, return_dict=True,
                                            add_generation_prompt=True)
-    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    device = next(model.parameters()).device
+    dtype, device = model_dtype(model), model_device(model)
     inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items()}
     output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                             pad_token_id=processor.tokenizer.pad_token_id)

@@ -31,9 +31,12 @@ def audio_tag(audio, sampling_rate: int | None = None) -> str:
     return f'<audio controls preload="none" src="data:audio/wav;base64,{data}"></audio>'
 
 
-def describe(row: dict, extra: dict | None = None) -> str:
-    """A small HTML card: category, answer, duration and, where the dataset has it, the transcript."""
-    seconds = len(load_audio(row["audio"], index=row.get("id"))) / SAMPLING_RATE
+def describe(row: dict, extra: dict | None = None, audio=None) -> str:
+    """A small HTML card: category, answer, duration and, where the dataset has it, the transcript.
+    Pass the already decoded 16 kHz `audio` to skip decoding the row's audio again."""
+    if audio is None:
+        audio = load_audio(row["audio"], index=row.get("id"))
+    seconds = len(audio) / SAMPLING_RATE
     lines = [f"<b>id</b> {row.get('id', '?')} &middot; <b>category</b> {html.escape(str(row.get('category')))}"
              f" &middot; <b>answer</b> {html.escape(str(row.get('official_answer')))} &middot; {seconds:.1f} s"]
     for key, value in (extra or {}).items():
@@ -41,6 +44,12 @@ def describe(row: dict, extra: dict | None = None) -> str:
     if row.get("transcript"):
         lines.append(f"<i>{html.escape(row['transcript'])}</i>")
     return "<br>".join(lines)
+
+
+def card_with_player(row: dict, extra: dict | None = None) -> str:
+    """Player and card for one row, decoding its audio once."""
+    audio = load_audio(row["audio"], index=row.get("id"))
+    return audio_tag(audio, SAMPLING_RATE) + "<br>" + describe(row, extra, audio=audio)
 
 
 class AudioBrowser:
@@ -76,7 +85,7 @@ class AudioBrowser:
     def _render(self):
         index = self.select(self.category.value, self.position.value)
         row = self.dataset[index]
-        self.view.value = audio_tag(row["audio"]) + "<br>" + describe(row)
+        self.view.value = card_with_player(row)
 
     def show(self):
         self._render()
@@ -97,7 +106,7 @@ def wrong_answers(result, dataset, limit: int = 50):
     def render(change=None):
         p = wrong[choice.value]
         row = dataset[by_id.get(p["id"], p["id"])]
-        view.value = audio_tag(row["audio"]) + "<br>" + describe(row, {"model said": p["prediction"], "parsed as": p["parsed"]})
+        view.value = card_with_player(row, {"model said": p["prediction"], "parsed as": p["parsed"]})
 
     choice.observe(render, names="value")
     render()
