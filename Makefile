@@ -1,7 +1,7 @@
 # Two commands for a fresh Debian/Ubuntu machine (Python >= 3.10):
 #   make tutorial   set up .venv, then run all five notebooks headless (executed copies in executed/)
 #   make test       set up .venv, then run the test suite (pytest for helpers, nbval for notebooks)
-# `make bench` runs the CPU benchmarks. Everything lands in .venv/ at the repo root.
+# `make bench` runs the CPU benchmarks, `make bench-gpu` the GPU ones. Everything lands in .venv/ at the repo root.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -16,7 +16,7 @@ TORCH_SPEC ?= $(if $(HAS_GPU),torch torchcodec,torch==2.13.0 torchcodec<0.14)
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 EXECUTED := executed
 
-.PHONY: setup system-packages tutorial test bench clean
+.PHONY: setup system-packages tutorial test bench bench-gpu clean
 
 system-packages:
 	@missing=""; \
@@ -52,6 +52,11 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+# On a GPU: LoRA training and evaluation with the full-size architecture (random weights, no download).
+bench-gpu: setup
+	$(PY) benchmarks/train_step.py --json benchmarks/results/gpu_train_step.json
+	$(PY) benchmarks/evaluation_full_size.py --json benchmarks/results/gpu_evaluation.json
 
 clean:
 	rm -rf $(EXECUTED) outputs .pytest_cache

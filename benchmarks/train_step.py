@@ -14,6 +14,7 @@ import argparse
 import json
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -38,21 +39,39 @@ class Variant:
 PUBLISHED = Variant("published (batch 2 x accumulation 8, checkpointing)", 2, True)
 TUNED = Variant("tuned (batch 16, no checkpointing, TF32, SDPA)", 16, False, tf32=True)
 TUNED_4BIT = Variant("tuned 4-bit (batch 8 x 2, checkpointing; T4-sized)", 8, True, load_in_4bit=True)
+# In-between settings, to see what smaller GPUs can afford (peak memory against speed).
+VARIANTS = {
+    "published": PUBLISHED, "tuned": TUNED, "tuned-4bit": TUNED_4BIT,
+    "batch8": Variant("batch 8 x 2, no checkpointing", 8, False, tf32=True),
+    "batch4": Variant("batch 4 x 4, no checkpointing", 4, False, tf32=True),
+    "batch16-checkpointing": Variant("batch 16, checkpointing", 16, True, tf32=True),
+    "batch8-checkpointing": Variant("batch 8 x 2, checkpointing", 8, True, tf32=True),
+}
+
+
+def full_size_config():
+    """Voxtral-Mini-3B's architecture (4.68B parameters); the audio token id is the real model's."""
+    from transformers import VoxtralConfig
+
+    from helpers.tiny import AUDIO_TOKEN_ID
+
+    return VoxtralConfig(audio_token_id=AUDIO_TOKEN_ID)
 
 
 def build_model(tiny: bool, variant: Variant, device: str, dtype: torch.dtype, lora_dropout: float = 0.05):
-    from transformers import VoxtralConfig, VoxtralForConditionalGeneration
+    from transformers import VoxtralForConditionalGeneration
 
     from helpers.model import add_lora, freeze_audio_tower, lora_config
     from helpers.tiny import tiny_config
 
-    config = tiny_config() if tiny else VoxtralConfig()
+    config = tiny_config() if tiny else full_size_config()
     config._attn_implementation = variant.attn_implementation
-    torch.manual_seed(0)
-    with torch.device(device if not variant.load_in_4bit else "cpu"):
-        model = VoxtralForConditionalGeneration(config).to(dtype)
     if variant.load_in_4bit:
-        model = quantize_4bit(model, dtype)
+        model = load_4bit(config, dtype)
+    else:
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = VoxtralForConditionalGeneration(config).to(dtype)
     freeze_audio_tower(model)
     torch.manual_seed(1)  # same LoRA initialisation for every variant
     model = add_lora(model, lora_config(lora_dropout=lora_dropout))
@@ -62,21 +81,22 @@ def build_model(tiny: bool, variant: Variant, device: str, dtype: torch.dtype, l
     return model, config
 
 
-def quantize_4bit(model, dtype):
-    """NF4 weights for the language model's linear layers (as `load_in_4bit` would load them)."""
-    import bitsandbytes as bnb
+def load_4bit(config, dtype: torch.dtype):
+    """Random weights saved once, then loaded through `from_pretrained` with the tutorial's own
+    4-bit settings (`helpers.model.quantization_config`), as a T4 user's notebook loads them."""
+    import tempfile
 
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            if isinstance(child, torch.nn.Linear) and "language_model" in full:
-                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                      compute_dtype=dtype, quant_type="nf4")
-                q.weight = bnb.nn.Params4bit(child.weight.data.cpu(), requires_grad=False, quant_type="nf4")
-                if child.bias is not None:
-                    q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
-                setattr(module, child_name, q)
-    return model.cuda()
+    from transformers import VoxtralForConditionalGeneration
+
+    from helpers.model import quantization_config
+
+    with tempfile.TemporaryDirectory() as folder:
+        torch.manual_seed(0)
+        with torch.device("cuda"):
+            VoxtralForConditionalGeneration(config).to(dtype).save_pretrained(folder)
+        torch.cuda.empty_cache()
+        return VoxtralForConditionalGeneration.from_pretrained(
+            folder, dtype=dtype, quantization_config=quantization_config(dtype), device_map={"": 0})
 
 
 def batch(config, size: int, device: str, dtype: torch.dtype) -> dict:
@@ -95,15 +115,21 @@ def batch(config, size: int, device: str, dtype: torch.dtype) -> dict:
     }
 
 
-def model_flops_per_sample(model, config) -> float:
-    """Forward+backward FLOPs the model must do per sample: the frozen audio tower runs forward
-    only (no LoRA inside, inputs need no gradient); the language model forward and backward
-    (~3x forward) over every token. Attention-score FLOPs are left out (small at 438 tokens)."""
-    base = model.get_base_model()
-    audio = sum(p.numel() for p in base.model.audio_tower.parameters())
-    text = sum(p.numel() for n, p in base.named_parameters() if "audio_tower" not in n and "embed_tokens" not in n)
+def model_flops_per_sample(config) -> float:
+    """FLOPs one training sample needs, counted from the architecture (a 4-bit model's packed
+    weights would undercount). The frozen audio tower runs forward only (2 FLOPs per weight per
+    position, 1500 positions per 30-s chunk). The language model runs forward (2) and backward
+    for the activations only (2): its weights are frozen, so no weight gradients, and LoRA's own
+    are negligible. Attention scores are left out (small at 438 tokens); so is the recomputation
+    that gradient checkpointing adds, which is overhead, not model FLOPs."""
+    from transformers import VoxtralForConditionalGeneration
+
+    with torch.device("meta"):
+        model = VoxtralForConditionalGeneration(config)
+    audio = sum(p.numel() for p in model.model.audio_tower.parameters())
+    text = sum(p.numel() for n, p in model.named_parameters() if "audio_tower" not in n and "embed_tokens" not in n)
     tokens = 3 + AUDIO_TOKENS + TEXT_TOKENS
-    return 2 * audio * 1500 + 3 * 2 * text * tokens
+    return 2 * audio * 1500 + 4 * text * tokens
 
 
 def lora_weights_after_one_step(variant: Variant, tiny: bool = True, device: str = "cpu") -> dict:
@@ -121,7 +147,7 @@ def lora_weights_after_one_step(variant: Variant, tiny: bool = True, device: str
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def run(variant: Variant, tiny: bool, device: str, steps: int, warmup: int) -> dict:
+def run(variant: Variant, tiny: bool, device: str, steps: int, warmup: int, profile: bool = False) -> dict:
     on_gpu = device.startswith("cuda")
     dtype = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else (torch.float16 if on_gpu else torch.float32)
     torch.backends.cuda.matmul.allow_tf32 = variant.tf32
@@ -130,6 +156,9 @@ def run(variant: Variant, tiny: bool, device: str, steps: int, warmup: int) -> d
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     model, config = build_model(tiny, variant, device, dtype)
+    if on_gpu:  # the peak then counts the model as loaded plus training, not the one-off build
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     accumulation = EFFECTIVE_BATCH // variant.micro_batch
@@ -144,6 +173,14 @@ def run(variant: Variant, tiny: bool, device: str, steps: int, warmup: int) -> d
 
     for _ in range(warmup):
         optimizer_step()
+    if profile:  # where one optimiser step's time goes, by operator
+        activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if on_gpu else [])
+        with torch.profiler.profile(activities=activities) as profiler:
+            optimizer_step()
+            if on_gpu:
+                torch.cuda.synchronize()
+        print(f"-- profile of one optimiser step: {variant.name}")
+        print(profiler.key_averages().table(sort_by="cuda_time_total" if on_gpu else "cpu_time_total", row_limit=15))
     if on_gpu:
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -158,7 +195,7 @@ def run(variant: Variant, tiny: bool, device: str, steps: int, warmup: int) -> d
     if on_gpu:
         name = torch.cuda.get_device_name(0)
         peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-        achieved = model_flops_per_sample(model, config) * samples_per_s / 1e12
+        achieved = model_flops_per_sample(config) * samples_per_s / 1e12
         result.update(peak_memory_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2),
                       model_tflops=round(achieved, 1), mfu=round(achieved / peak, 3) if peak else None,
                       projected_3_epochs_900_samples_min=round(3 * 900 / samples_per_s / 60, 2))
@@ -173,22 +210,34 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--no-4bit", action="store_true")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--variants", help=f"comma-separated, from {', '.join(VARIANTS)}; the first two are compared "
+                                           "(default: published,tuned, and tuned-4bit on a GPU)")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step per variant")
     args = parser.parse_args(argv)
-    variants = [PUBLISHED, TUNED]
-    if args.device.startswith("cuda") and not args.no_4bit:
-        variants.append(TUNED_4BIT)
+    if args.variants:
+        unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
+        if unknown:
+            parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+        variants = [VARIANTS[name] for name in args.variants.split(",")]
+    else:
+        variants = [PUBLISHED, TUNED] + ([TUNED_4BIT] if args.device.startswith("cuda") and not args.no_4bit else [])
     device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "CPU"
     results = {"device": device_name, "tiny": args.tiny, "effective_batch": EFFECTIVE_BATCH, "variants": []}
     for variant in variants:
         try:
-            results["variants"].append(run(variant, args.tiny, args.device, args.steps, args.warmup))
+            results["variants"].append(run(variant, args.tiny, args.device, args.steps, args.warmup, args.profile))
         except (RuntimeError, ImportError) as error:  # out of memory, or bitsandbytes missing
-            results["variants"].append({**asdict(variant), "error": f"{type(error).__name__}: {str(error)[:200]}"})
+            results["variants"].append({**asdict(variant), "error": f"{type(error).__name__}: {str(error)[:300]}"})
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
         print(json.dumps(results["variants"][-1]))
-    published, tuned = results["variants"][0], results["variants"][1]
+    published, tuned = (results["variants"] + [{}, {}])[:2]
     if "samples_per_s" in published and "samples_per_s" in tuned:
         results["tuned_over_published"] = round(tuned["samples_per_s"] / published["samples_per_s"], 2)
         print(f"tuned / published: {results['tuned_over_published']}x on {device_name}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 

@@ -5,6 +5,7 @@ import json
 import os
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,6 +40,56 @@ def wants_4bit(profile: Profile) -> bool:
     if profile.is_tiny or not torch.cuda.is_available():
         return False
     return torch.cuda.get_device_properties(0).total_memory <= 16.5 * 2**30
+
+
+def quantization_config(dtype: torch.dtype):
+    """NF4 with double quantisation for the language model; the audio tower, projector and
+    output head stay in `dtype` (they are small, and the head's precision matters most)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+        bnb_4bit_use_double_quant=True, llm_int8_skip_modules=["audio_tower", "multi_modal_projector", "lm_head"],
+    )
+
+
+# GPU memory (GiB, as torch reports it) -> (micro-batch, activation checkpointing), largest first.
+# Measured with benchmarks/train_step.py on an H100 (full-size model, bf16, one 30-s chunk and
+# ~60 text tokens, effective batch 16): batch 16 without checkpointing peaks at 65 GiB (24.0
+# samples/s), 8 without at 37 GiB (22.8/s), 16 with at 23 GiB (14.8/s), 8 with at 16 GiB
+# (13.4/s); the published 2 x 8 with checkpointing at 11 GiB (3.0-3.7/s). A batch holding a
+# clip over 30 s has two chunks and nearly twice the tokens, so each tier keeps room for that.
+TRAINING_TIERS = [(75, 8, False), (36, 16, True), (0, 4, True)]
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    micro_batch: int
+    accumulation: int
+    activation_checkpointing: bool
+    reason: str
+
+
+def training_plan(profile: Profile) -> TrainingPlan:
+    """Micro-batch, accumulation and checkpointing for the profile's effective batch.
+
+    What the profile fixes is kept; the rest comes from the GPU's memory (`TRAINING_TIERS`):
+    the biggest micro-batch that fits, and checkpointing only where memory requires it.
+    """
+    effective = profile.effective_batch_size
+    gib = torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else 0.0
+    _, micro, checkpointing = next(tier for tier in TRAINING_TIERS if gib >= tier[0])
+    micro = min(micro, effective)
+    reason = f"{gib:.0f} GiB of GPU memory" if gib else "no GPU"
+    if profile.per_device_batch_size:
+        micro, reason = profile.per_device_batch_size, "micro-batch set by the profile"
+    if profile.activation_checkpointing is not None:
+        checkpointing = profile.activation_checkpointing
+    if effective % micro:
+        raise ValueError(f"effective batch {effective} is not a multiple of the micro-batch {micro}; "
+                         "choose per_device_batch_size that divides effective_batch_size.")
+    accumulation = profile.gradient_accumulation_steps or effective // micro
+    return TrainingPlan(micro, accumulation, checkpointing, reason)
 
 
 def _hub_advice(profile: Profile, error: Exception) -> RuntimeError:
@@ -105,12 +156,7 @@ def load_model_and_processor(profile: Profile, adapter: str | os.PathLike | None
     kwargs: dict = {"dtype": dtype}
     use_4bit = wants_4bit(profile) if load_in_4bit is None else load_in_4bit
     if use_4bit:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
-            bnb_4bit_use_double_quant=True, llm_int8_skip_modules=["audio_tower", "multi_modal_projector", "lm_head"],
-        )
+        kwargs["quantization_config"] = quantization_config(dtype)
         kwargs["device_map"] = {"": 0}
     try:
         model = VoxtralForConditionalGeneration.from_pretrained(profile.model_id, **kwargs)
@@ -212,18 +258,19 @@ def training_arguments(profile: Profile, output_dir: str | os.PathLike, push_to_
         )
     dtype = pick_dtype(profile)
     on_gpu = torch.cuda.is_available()
+    plan = training_plan(profile)
     settings = dict(
         output_dir=str(output_dir),
-        per_device_train_batch_size=profile.per_device_batch_size,
-        per_device_eval_batch_size=profile.per_device_batch_size,
-        gradient_accumulation_steps=profile.gradient_accumulation_steps,
+        per_device_train_batch_size=plan.micro_batch,
+        per_device_eval_batch_size=plan.micro_batch,
+        gradient_accumulation_steps=plan.accumulation,
         learning_rate=profile.learning_rate,
         num_train_epochs=profile.train_epochs,
         max_steps=profile.max_train_steps,
         lr_scheduler_type="cosine",
         warmup_steps=0.1,  # a float below 1 is a fraction of the training steps
         weight_decay=0.01,
-        activation_checkpointing=not profile.is_tiny,  # "gradient_checkpointing" before transformers 5.2x
+        activation_checkpointing=plan.activation_checkpointing,  # "gradient_checkpointing" before transformers 5.2x
         activation_checkpointing_kwargs={"use_reentrant": False},
         bf16=on_gpu and dtype == torch.bfloat16,
         fp16=on_gpu and dtype == torch.float16,

@@ -39,26 +39,37 @@ class TinyAssets:
     dataset_dir: Path
 
 
-def tiny_tokenizer_json() -> dict:
-    """A small tekken tokenizer: the first ranks of mistral-common's tekken file, Voxtral's
-    special tokens and the audio section Voxtral's processor reads."""
+# Voxtral-Mini-3B's own tokenizer: 1000 control tokens + 130072 text ranks = 131072 ids.
+FULL_SIZE_SPECIAL_TOKENS = 1000
+FULL_SIZE_TEXT_TOKENS = 130072
+
+
+def tekken_tokenizer_json(num_special_tokens: int = NUM_SPECIAL_TOKENS, num_text_tokens: int = NUM_TEXT_TOKENS) -> dict:
+    """A Voxtral (tekken, v7) tokenizer from mistral-common's tekken file: the first
+    `num_text_tokens` ranks, Voxtral's special tokens and the audio section its processor reads.
+
+    The defaults make the tiny profile's 2000-id tokenizer; `FULL_SIZE_*` make one with the real
+    model's 131072 ids, for benchmarks with the full-size architecture.
+    """
     import mistral_common
 
     source = Path(mistral_common.__file__).parent / "data" / "tekken_240911.json"
     full = json.loads(source.read_text())
+    if num_text_tokens > len(full["vocab"]):
+        raise ValueError(f"num_text_tokens={num_text_tokens}, but {source.name} has {len(full['vocab'])} ranks")
     specials = [
         {"rank": i, "token_str": _SPECIAL_NAMES.get(i, f"<SPECIAL_{i}>"), "is_control": True}
-        for i in range(NUM_SPECIAL_TOKENS)
+        for i in range(num_special_tokens)
     ]
     return {
         "config": {
             **full["config"],
-            "num_vocab_tokens": NUM_TEXT_TOKENS,
-            "default_vocab_size": NUM_SPECIAL_TOKENS + NUM_TEXT_TOKENS,
-            "default_num_special_tokens": NUM_SPECIAL_TOKENS,
+            "num_vocab_tokens": num_text_tokens,
+            "default_vocab_size": num_special_tokens + num_text_tokens,
+            "default_num_special_tokens": num_special_tokens,
             "version": "v7",
         },
-        "vocab": full["vocab"][:NUM_TEXT_TOKENS],
+        "vocab": full["vocab"][:num_text_tokens],
         "special_tokens": specials,
         "audio": {
             "sampling_rate": 16000,
@@ -84,22 +95,28 @@ def tiny_config():
     )
 
 
+def build_processor(folder: Path, num_special_tokens: int = NUM_SPECIAL_TOKENS,
+                    num_text_tokens: int = NUM_TEXT_TOKENS):
+    """A real `VoxtralProcessor` (Whisper features, 128 mel bins; tekken tokenizer written to
+    `folder/tekken.json`), sized by `tekken_tokenizer_json`'s arguments."""
+    from transformers import MistralCommonBackend, VoxtralProcessor, WhisperFeatureExtractor
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer_file = folder / "tekken.json"
+    tokenizer_file.write_text(json.dumps(tekken_tokenizer_json(num_special_tokens, num_text_tokens)))
+    tokenizer = MistralCommonBackend(tokenizer_path=str(tokenizer_file))
+    return VoxtralProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer)
+
+
 def build_tiny_model(model_dir: Path) -> Path:
     """Write a randomly initialised tiny Voxtral and its processor to `model_dir` (deterministic)."""
     import torch
-    from transformers import (
-        MistralCommonBackend,
-        VoxtralForConditionalGeneration,
-        VoxtralProcessor,
-        WhisperFeatureExtractor,
-    )
+    from transformers import VoxtralForConditionalGeneration
 
     model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer_file = model_dir / "tekken.json"
-    tokenizer_file.write_text(json.dumps(tiny_tokenizer_json()))
-    tokenizer = MistralCommonBackend(tokenizer_path=str(tokenizer_file))
-    processor = VoxtralProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer)
+    processor = build_processor(model_dir)
+    tokenizer = processor.tokenizer
 
     torch.manual_seed(TINY_SEED)
     model = VoxtralForConditionalGeneration(tiny_config())

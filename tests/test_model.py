@@ -65,14 +65,51 @@ def test_dtype_from_hardware(monkeypatch):
     assert pick_dtype(get_profile("tiny")) == torch.float32
 
 
+def fake_gpu(monkeypatch, gib: float, bf16: bool = True):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=gib * 2**30))
+
+
 def test_full_training_arguments_follow_the_recipe(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # TrainingArguments would touch a faked GPU
+    monkeypatch.setattr(model_helpers, "training_plan", lambda profile: model_helpers.TrainingPlan(8, 2, False, "test"))
     args = training_arguments(get_profile("full"), tmp_path)
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 8)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.activation_checkpointing) == (8, 2, False)
     assert args.learning_rate == 2e-4 and args.num_train_epochs == 3
     assert args.lr_scheduler_type.value == "cosine" and args.warmup_steps == 0.1 and args.weight_decay == 0.01
-    assert args.activation_checkpointing and not args.push_to_hub and not args.remove_unused_columns
+    assert not args.push_to_hub and not args.remove_unused_columns
     assert not args.bf16 and not args.fp16  # no GPU here
+
+
+@pytest.mark.parametrize("gib, bf16, expected", [
+    (79.2, True, (8, 2, False)),   # H100 / A100 80GB: 37 GiB measured at batch 8, room for clips over 30 s
+    (44.4, True, (16, 1, True)),   # L40S
+    (39.4, True, (16, 1, True)),   # A100 40GB: 23 GiB measured
+    (22.0, True, (4, 4, True)),    # L4, A10G
+    (14.7, False, (4, 4, True)),   # T4 (4-bit)
+])
+def test_training_plan_spends_memory_on_speed_only_where_it_fits(monkeypatch, gib, bf16, expected):
+    fake_gpu(monkeypatch, gib, bf16)
+    plan = model_helpers.training_plan(get_profile("full"))
+    assert (plan.micro_batch, plan.accumulation, plan.activation_checkpointing) == expected
+    assert plan.micro_batch * plan.accumulation == 16 and "GiB" in plan.reason
+
+
+def test_training_plan_keeps_what_the_profile_fixes(monkeypatch, tmp_path):
+    fake_gpu(monkeypatch, 79.2)
+    published = get_profile("full", per_device_batch_size=2, gradient_accumulation_steps=8, activation_checkpointing=True)
+    plan = model_helpers.training_plan(published)
+    assert (plan.micro_batch, plan.accumulation, plan.activation_checkpointing) == (2, 8, True)
+    plan = model_helpers.training_plan(get_profile("full", effective_batch_size=32))
+    assert (plan.micro_batch, plan.accumulation) == (8, 4)
+    with pytest.raises(ValueError, match="effective batch 16 is not a multiple of the micro-batch 6"):
+        model_helpers.training_plan(get_profile("full", per_device_batch_size=6))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    plan = model_helpers.training_plan(get_profile("tiny"))
+    assert (plan.micro_batch, plan.accumulation, plan.activation_checkpointing) == (8, 1, False)
 
 
 def test_tiny_training_arguments_and_overrides(tmp_path):
@@ -147,3 +184,11 @@ def test_four_bit_only_for_the_full_model_on_small_gpus(monkeypatch):
     assert model_helpers.wants_4bit(get_profile("full", load_in_4bit=True))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert not model_helpers.wants_4bit(full)
+
+
+def test_four_bit_keeps_audio_tower_projector_and_head_unquantised(model_and_processor):
+    config = model_helpers.quantization_config(torch.float16)
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_compute_dtype == torch.float16
+    names = [name for name, _ in model_and_processor[0].named_modules()]
+    for skipped in config.llm_int8_skip_modules:  # each must name real modules, or nothing is skipped
+        assert any(name.split(".")[-1] == skipped or f".{skipped}." in f".{name}." for name in names), skipped

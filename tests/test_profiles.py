@@ -13,7 +13,8 @@ def test_env_variable_chooses_profile(monkeypatch):
     assert profile.model_id == "mistralai/Voxtral-Mini-3B-2507"
     assert profile.dataset_id == "ArtificialAnalysis/big_bench_audio"
     assert profile.test_per_category == 25
-    assert (profile.per_device_batch_size, profile.gradient_accumulation_steps, profile.train_epochs) == (2, 8, 3)
+    assert (profile.effective_batch_size, profile.train_epochs) == (16, 3)
+    assert profile.per_device_batch_size is None  # chosen from the GPU's memory: helpers.model.training_plan
     assert profile.learning_rate == 2e-4 and profile.dtype == "auto"
 
 
@@ -54,6 +55,29 @@ def test_tiny_model_is_deterministic_and_loads_like_the_hub(tmp_path):
     ids = processor.tokenizer.convert_tokens_to_ids(["<s>", "</s>", "[INST]", "[/INST]", "<pad>", "[AUDIO]", "[BEGIN_AUDIO]"])
     assert ids == [1, 2, 3, 4, 11, 24, 25]
     assert processor.tokenizer.padding_side == "left"  # as the real Voxtral tokenizer
+
+
+def test_full_size_processor_matches_the_real_model_ids(tmp_path):
+    import numpy as np
+
+    from helpers.prompts import audio_content
+
+    processor = tiny.build_processor(tmp_path, tiny.FULL_SIZE_SPECIAL_TOKENS, tiny.FULL_SIZE_TEXT_TOKENS)
+    tokenizer = processor.tokenizer
+    assert len(tokenizer) == 131072  # VoxtralConfig().text_config.vocab_size
+    assert tokenizer.convert_tokens_to_ids(["<pad>", "[AUDIO]", "[BEGIN_AUDIO]"]) == [11, 24, 25]
+    assert tokenizer.decode([131071]) != ""  # the last text rank decodes
+    conversation = [{"role": "user", "content": [
+        audio_content({"array": np.zeros(16000 * 31, np.float32), "sampling_rate": 16000}),
+        {"type": "text", "text": "Answer."}]}]
+    prompt = processor.apply_chat_template(conversation, tokenize=True, return_dict=True)
+    assert int((prompt["input_ids"] == 24).sum()) == 2 * 375  # 31 s: two 30-s chunks
+    assert tuple(prompt["input_features"].shape) == (2, 128, 3000)
+
+
+def test_tokenizer_asks_for_more_ranks_than_the_file_has():
+    with pytest.raises(ValueError, match="num_text_tokens=200000"):
+        tiny.tekken_tokenizer_json(1000, 200000)
 
 
 def test_tiny_assets_are_cached(profile):
