@@ -116,8 +116,10 @@ def main(argv=None) -> dict:
     rows = (load_rows(args.rows) if args.rows else tiny_rows(args.count))[:args.count]
     on_gpu = args.device.startswith("cuda")
     dtype = torch.bfloat16 if on_gpu else torch.float32
+    from train_step import software
+
     results = {"device": torch.cuda.get_device_name(0) if on_gpu else "CPU", "tiny": args.tiny,
-               "batch_size": BATCH_SIZE, "max_new_tokens": args.max_new_tokens}
+               "batch_size": BATCH_SIZE, "max_new_tokens": args.max_new_tokens, **software()}
     with tempfile.TemporaryDirectory() as folder:
         model, processor = build(args.tiny, args.device, dtype, folder)
         compare(model, processor, rows[:2], args.device, 2)  # warm-up: kernels, caches, allocator

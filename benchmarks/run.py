@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import train_step  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 EPOCHS = 3
 BATCH = 8
@@ -105,9 +107,49 @@ def notebooks() -> dict:
     return {"unit": "s", "per_notebook": times}
 
 
+GPU_FILES = {"train_step_gpu": "gpu_train_step.json", "evaluation_gpu": "gpu_evaluation.json"}
+
+
+def gpu_results() -> dict:
+    """The GPU benchmarks' latest results (`make bench-gpu` writes them), where a GPU has run them."""
+    return {key: json.loads((RESULTS / name).read_text()) for key, name in GPU_FILES.items() if (RESULTS / name).exists()}
+
+
+def gpu_rows(train: dict | None, evaluation: dict | None) -> list[str]:
+    unmeasured = "not yet measured (`make bench-gpu` on a GPU)"
+    rows = []
+    if train and "tuned_over_published" in train:
+        v = {variant["name"]: variant for variant in train["variants"]}
+        published, tuned = v[train_step.PUBLISHED.name], v[train_step.TUNED.name]
+        rows.append(f"| LoRA train step, full-size model, {train['device']}, bf16 | {published['samples_per_s']:.1f} samples/s "
+                    f"(batch 2 x 8, checkpointing; peak {published['peak_memory_gb']:.1f} GiB, MFU {published['mfu']:.0%}) | "
+                    f"{tuned['samples_per_s']:.1f} samples/s (batch 16; peak {tuned['peak_memory_gb']:.1f} GiB, MFU {tuned['mfu']:.0%}; "
+                    f"3 epochs of 900 in {tuned['projected_3_epochs_900_samples_min']:.1f} min) | "
+                    f"{train['tuned_over_published']}x | same update (tested on CPU) |")
+        quantized = v.get(train_step.TUNED_4BIT.name, {})
+        if "samples_per_s" in quantized:
+            rows.append(f"| 4-bit LoRA train step (T4-sized), {train['device']} | | {quantized['samples_per_s']:.1f} samples/s "
+                        f"(batch 8 x 2, checkpointing; peak {quantized['peak_memory_gb']:.1f} GiB) | | |")
+    else:
+        rows.append(f"| LoRA train step, full-size model on GPU | {unmeasured} | {unmeasured} | | |")
+    if evaluation:
+        e, check = evaluation["bfloat16"], evaluation["float32_check"]
+        rows.append(f"| evaluation, full-size model, {evaluation['device']}, bf16 ({e['rows']} rows) | {e['baseline']} "
+                    f"samples/s (one at a time) | {e['ours']} samples/s (batch {evaluation['batch_size']}) | {e['ratio']}x | "
+                    f"float32: {check['same_predictions']}/{check['rows']} identical; bf16: {e['same_predictions']}/{e['rows']} |")
+    else:
+        rows.append(f"| evaluation, full-size model on GPU, batch 16 | {unmeasured} | {unmeasured} | | |")
+    return rows
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
-    lines = [f"Measured {results['date']} on {m['cpu']} ({m['cores']} cores, torch {m['torch']}), tiny profile.", "",
+    header = f"CPU rows: measured {results['date']} on {m['cpu']} ({m['cores']} cores, torch {m['torch']}), tiny profile."
+    gpu = [r for r in (results.get("train_step_gpu"), results.get("evaluation_gpu")) if r]
+    if gpu:
+        header += " GPU rows: " + "; ".join(sorted({f"measured {r.get('date', '?')} on one {r['device']}, torch {r.get('torch', '?')}, "
+                                                    f"full-size architecture with random weights" for r in gpu})) + "."
+    lines = [header, "",
              "| comparison | published approach | ours | ratio | same output |", "|---|---|---|---|---|"]
     d, e = results["data_pipeline"], results["evaluation"]
     lines.append(f"| data pipeline, 3 epochs ({d['rows']} rows) | {d['baseline']} samples/s "
@@ -118,10 +160,9 @@ def markdown(results: dict) -> str:
     t = results["train_step_cpu_tiny"]
     if "tuned_over_published" in t:
         v = t["variants"]
-        lines.append(f"| LoRA train step, tiny model on CPU (smoke test) | {v[0]['samples_per_s']} samples/s | "
-                     f"{v[1]['samples_per_s']} samples/s | {t['tuned_over_published']}x | n/a (same data) |")
-    lines.append("| LoRA train step, full-size model on GPU | not yet measured | not yet measured | | |")
-    lines.append("| evaluation, full-size model on GPU, batch 16 | not yet measured | not yet measured | | |")
+        lines.append(f"| LoRA train step, tiny model on CPU (smoke test) | {v[0]['samples_per_s']:.1f} samples/s | "
+                     f"{v[1]['samples_per_s']:.1f} samples/s | {t['tuned_over_published']}x | same update (tested) |")
+    lines += gpu_rows(results.get("train_step_gpu"), results.get("evaluation_gpu"))
     if "notebooks" in results:
         per = results["notebooks"]["per_notebook"]
         lines += ["", "| notebook (tiny profile) | wall time |", "|---|---|"]
@@ -132,10 +173,16 @@ def markdown(results: dict) -> str:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-notebooks", action="store_true")
+    parser.add_argument("--table-only", action="store_true",
+                        help="measure nothing: rewrite latest.md from latest.json and the GPU results (after make bench-gpu)")
     args = parser.parse_args(argv)
+    if args.table_only:
+        results = {**json.loads((RESULTS / "latest.json").read_text()), **gpu_results()}
+        (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+        (RESULTS / "latest.md").write_text(markdown(results))
+        print(markdown(results))
+        return results
     os.environ["VOXTRAL_PROFILE"] = "tiny"
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import train_step
 
     from helpers.data import load_splits
     from helpers.model import load_model_and_processor
@@ -153,7 +200,7 @@ def main(argv=None) -> dict:
     print(json.dumps(results["evaluation"]), flush=True)
     print("train step (tiny, CPU) ...", flush=True)
     results["train_step_cpu_tiny"] = train_step.main(["--device", "cpu", "--tiny", "--steps", "3"])
-    results["train_step_gpu"] = "not yet measured: no GPU was available to this session"
+    results.update(gpu_results())
     if not args.skip_notebooks:
         print("notebooks ...", flush=True)
         results["notebooks"] = notebooks()

@@ -49,6 +49,19 @@ VARIANTS = {
 }
 
 
+def software() -> dict:
+    """Date and versions that a benchmark's numbers depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "cuda": torch.version.cuda}
+    for name in ("transformers", "peft", "bitsandbytes", "mistral_common"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def full_size_config():
     """Voxtral-Mini-3B's architecture (4.68B parameters); the audio token id is the real model's."""
     from transformers import VoxtralConfig
@@ -211,7 +224,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--no-4bit", action="store_true")
     parser.add_argument("--json", help="also write the results to this file")
-    parser.add_argument("--variants", help=f"comma-separated, from {', '.join(VARIANTS)}; the first two are compared "
+    parser.add_argument("--variants", help=f"comma-separated, from {', '.join(VARIANTS)} "
                                            "(default: published,tuned, and tuned-4bit on a GPU)")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step per variant")
     args = parser.parse_args(argv)
@@ -223,7 +236,7 @@ def main(argv=None) -> dict:
     else:
         variants = [PUBLISHED, TUNED] + ([TUNED_4BIT] if args.device.startswith("cuda") and not args.no_4bit else [])
     device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "CPU"
-    results = {"device": device_name, "tiny": args.tiny, "effective_batch": EFFECTIVE_BATCH, "variants": []}
+    results = {"device": device_name, "tiny": args.tiny, "effective_batch": EFFECTIVE_BATCH, **software(), "variants": []}
     for variant in variants:
         try:
             results["variants"].append(run(variant, args.tiny, args.device, args.steps, args.warmup, args.profile))
@@ -232,7 +245,8 @@ def main(argv=None) -> dict:
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
         print(json.dumps(results["variants"][-1]))
-    published, tuned = (results["variants"] + [{}, {}])[:2]
+    measured = {v["name"]: v for v in results["variants"]}
+    published, tuned = measured.get(PUBLISHED.name, {}), measured.get(TUNED.name, {})
     if "samples_per_s" in published and "samples_per_s" in tuned:
         results["tuned_over_published"] = round(tuned["samples_per_s"] / published["samples_per_s"], 2)
         print(f"tuned / published: {results['tuned_over_published']}x on {device_name}")

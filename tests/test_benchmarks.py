@@ -58,6 +58,43 @@ def test_bench_markdown_marks_gpu_rows_unmeasured():
     assert "| 3.0x | True |" in table and table.count("not yet measured") == 4
 
 
+def test_bench_markdown_shows_recorded_gpu_results():
+    import run
+
+    recorded = run.gpu_results()
+    assert set(recorded) == {"train_step_gpu", "evaluation_gpu"}  # committed from the H100 run
+    rows = "\n".join(run.gpu_rows(recorded["train_step_gpu"], recorded["evaluation_gpu"]))
+    assert "not yet measured" not in rows and rows.count("NVIDIA H100") == 3
+    assert f"| {recorded['train_step_gpu']['tuned_over_published']}x |" in rows
+
+
+def test_evaluation_benchmark_rows_survive_the_file_round_trip(tmp_path):
+    import numpy as np
+
+    import evaluation_full_size as bench
+
+    rows = [{"audio": {"array": np.full(n, i / 10, np.float32), "sampling_rate": 16000}, "category": c, "official_answer": a}
+            for i, (n, c, a) in enumerate([(16000, "navigate", "Yes"), (24000, "object_counting", 7)])]
+    bench.save_rows(rows, tmp_path / "rows.npz")
+    loaded = bench.load_rows(tmp_path / "rows.npz")
+    assert [(len(r["audio"]["array"]), r["category"], r["official_answer"]) for r in loaded] == [
+        (16000, "navigate", "Yes"), (24000, "object_counting", "7")]
+    assert np.array_equal(loaded[1]["audio"]["array"], rows[1]["audio"]["array"])
+
+
+def test_evaluation_benchmark_smoke_on_cpu(tmp_path):
+    import json
+
+    import evaluation_full_size as bench
+
+    results = bench.main(["--device", "cpu", "--tiny", "--count", "4", "--max-new-tokens", "3",
+                          "--json", str(tmp_path / "e.json")])
+    measured = results["float32"]
+    assert measured["rows"] == 4 and measured["baseline"] > 0 and measured["ours"] > 0
+    assert results["identical_predictions_float32"] and measured["same_predictions"] == 4
+    assert json.loads((tmp_path / "e.json").read_text())["tiny"] is True
+
+
 @pytest.mark.parametrize("needle", ["trust_remote_code=True", ".bin\"", "print(hub_token", "print(token"])
 def test_no_remote_code_no_pickles_no_token_printing(needle):
     root = Path(__file__).parent.parent
