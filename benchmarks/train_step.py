@@ -6,6 +6,7 @@ Audio (one 30-s chunk = 375 audio tokens, ~60 text tokens, answer tokens labelle
 returns samples/s, peak GPU memory and model FLOPs utilisation per variant.
 
     python benchmarks/train_step.py                      # on a GPU: published, tuned, tuned-4bit
+    python benchmarks/train_step.py --variants batch8,batch16-checkpointing --chunks 2 --profile
     python benchmarks/train_step.py --device cpu --tiny  # CI smoke test with the tiny config
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 EFFECTIVE_BATCH = 16
 TEXT_TOKENS = 60
 ANSWER_TOKENS = 3
-AUDIO_TOKENS = 375
+AUDIO_TOKENS = 375  # per 30-s chunk
 # Dense bf16 peak of the cards we expect (TFLOP/s), for model FLOPs utilisation.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0}
 
@@ -46,6 +47,8 @@ VARIANTS = {
     "batch4": Variant("batch 4 x 4, no checkpointing", 4, False, tf32=True),
     "batch16-checkpointing": Variant("batch 16, checkpointing", 16, True, tf32=True),
     "batch8-checkpointing": Variant("batch 8 x 2, checkpointing", 8, True, tf32=True),
+    "batch4-checkpointing": Variant("batch 4 x 4, checkpointing", 4, True, tf32=True),
+    "4bit-batch4-checkpointing": Variant("4-bit, batch 4 x 4, checkpointing", 4, True, load_in_4bit=True),
 }
 
 
@@ -112,11 +115,11 @@ def load_4bit(config, dtype: torch.dtype):
             folder, dtype=dtype, quantization_config=quantization_config(dtype), device_map={"": 0})
 
 
-def batch(config, size: int, device: str, dtype: torch.dtype) -> dict:
+def batch(config, size: int, device: str, dtype: torch.dtype, chunks: int = 1) -> dict:
     vocab = config.text_config.vocab_size
     generator = torch.Generator().manual_seed(size)
     text = torch.randint(100, vocab, (size, TEXT_TOKENS), generator=generator)
-    audio = torch.full((size, AUDIO_TOKENS), config.audio_token_id)
+    audio = torch.full((size, chunks * AUDIO_TOKENS), config.audio_token_id)
     input_ids = torch.cat([torch.tensor([[1, 3, 25]] * size), audio, text], dim=1)
     labels = torch.full_like(input_ids, -100)
     labels[:, -ANSWER_TOKENS:] = input_ids[:, -ANSWER_TOKENS:]
@@ -124,11 +127,11 @@ def batch(config, size: int, device: str, dtype: torch.dtype) -> dict:
         "input_ids": input_ids.to(device),
         "attention_mask": torch.ones_like(input_ids).to(device),
         "labels": labels.to(device),
-        "input_features": torch.randn(size, 128, 3000, generator=generator).to(device, dtype),
+        "input_features": torch.randn(size * chunks, 128, 3000, generator=generator).to(device, dtype),
     }
 
 
-def model_flops_per_sample(config) -> float:
+def model_flops_per_sample(config, chunks: int = 1) -> float:
     """FLOPs one training sample needs, counted from the architecture (a 4-bit model's packed
     weights would undercount). The frozen audio tower runs forward only (2 FLOPs per weight per
     position, 1500 positions per 30-s chunk). The language model runs forward (2) and backward
@@ -141,8 +144,8 @@ def model_flops_per_sample(config) -> float:
         model = VoxtralForConditionalGeneration(config)
     audio = sum(p.numel() for p in model.model.audio_tower.parameters())
     text = sum(p.numel() for n, p in model.named_parameters() if "audio_tower" not in n and "embed_tokens" not in n)
-    tokens = 3 + AUDIO_TOKENS + TEXT_TOKENS
-    return 2 * audio * 1500 + 4 * text * tokens
+    tokens = 3 + chunks * AUDIO_TOKENS + TEXT_TOKENS
+    return 2 * audio * 1500 * chunks + 4 * text * tokens
 
 
 def lora_weights_after_one_step(variant: Variant, tiny: bool = True, device: str = "cpu") -> dict:
@@ -160,7 +163,8 @@ def lora_weights_after_one_step(variant: Variant, tiny: bool = True, device: str
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def run(variant: Variant, tiny: bool, device: str, steps: int, warmup: int, profile: bool = False) -> dict:
+def run(variant: Variant, tiny: bool, device: str, steps: int, warmup: int, profile: bool = False,
+        chunks: int = 1) -> dict:
     on_gpu = device.startswith("cuda")
     dtype = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else (torch.float16 if on_gpu else torch.float32)
     torch.backends.cuda.matmul.allow_tf32 = variant.tf32
@@ -175,7 +179,7 @@ def run(variant: Variant, tiny: bool, device: str, steps: int, warmup: int, prof
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     accumulation = EFFECTIVE_BATCH // variant.micro_batch
-    micro = batch(config, variant.micro_batch, device, dtype)
+    micro = batch(config, variant.micro_batch, device, dtype, chunks)
 
     def optimizer_step():
         for _ in range(accumulation):
@@ -208,7 +212,7 @@ def run(variant: Variant, tiny: bool, device: str, steps: int, warmup: int, prof
     if on_gpu:
         name = torch.cuda.get_device_name(0)
         peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-        achieved = model_flops_per_sample(config) * samples_per_s / 1e12
+        achieved = model_flops_per_sample(config, chunks) * samples_per_s / 1e12
         result.update(peak_memory_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2),
                       model_tflops=round(achieved, 1), mfu=round(achieved / peak, 3) if peak else None,
                       projected_3_epochs_900_samples_min=round(3 * 900 / samples_per_s / 60, 2))
@@ -227,6 +231,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--variants", help=f"comma-separated, from {', '.join(VARIANTS)} "
                                            "(default: published,tuned, and tuned-4bit on a GPU)")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step per variant")
+    parser.add_argument("--chunks", type=int, default=1, help="30-s audio chunks per sample (2: clips over 30 s)")
     args = parser.parse_args(argv)
     if args.variants:
         unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
@@ -236,10 +241,11 @@ def main(argv=None) -> dict:
     else:
         variants = [PUBLISHED, TUNED] + ([TUNED_4BIT] if args.device.startswith("cuda") and not args.no_4bit else [])
     device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "CPU"
-    results = {"device": device_name, "tiny": args.tiny, "effective_batch": EFFECTIVE_BATCH, **software(), "variants": []}
+    results = {"device": device_name, "tiny": args.tiny, "effective_batch": EFFECTIVE_BATCH, "audio_chunks": args.chunks,
+               **software(), "variants": []}
     for variant in variants:
         try:
-            results["variants"].append(run(variant, args.tiny, args.device, args.steps, args.warmup, args.profile))
+            results["variants"].append(run(variant, args.tiny, args.device, args.steps, args.warmup, args.profile, args.chunks))
         except (RuntimeError, ImportError) as error:  # out of memory, or bitsandbytes missing
             results["variants"].append({**asdict(variant), "error": f"{type(error).__name__}: {str(error)[:300]}"})
             if args.device.startswith("cuda"):

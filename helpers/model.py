@@ -70,6 +70,13 @@ class TrainingPlan:
     reason: str
 
 
+def _divide(effective: int, by: int, what: str) -> int:
+    if by < 1 or effective % by:
+        raise ValueError(f"effective batch {effective} is not a multiple of {what} {by}; "
+                         "choose a per_device_batch_size or gradient_accumulation_steps that divides it.")
+    return effective // by
+
+
 def training_plan(profile: Profile) -> TrainingPlan:
     """Micro-batch, accumulation and checkpointing for the profile's effective batch.
 
@@ -79,16 +86,18 @@ def training_plan(profile: Profile) -> TrainingPlan:
     effective = profile.effective_batch_size
     gib = torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else 0.0
     _, micro, checkpointing = next(tier for tier in TRAINING_TIERS if gib >= tier[0])
-    micro = min(micro, effective)
+    micro = max(d for d in range(1, min(micro, effective) + 1) if effective % d == 0)  # divides the batch
     reason = f"{gib:.0f} GiB of GPU memory" if gib else "no GPU"
+    accumulation = profile.gradient_accumulation_steps
     if profile.per_device_batch_size:
-        micro, reason = profile.per_device_batch_size, "micro-batch set by the profile"
+        micro, reason = profile.per_device_batch_size, "set by the profile"
+        accumulation = accumulation or _divide(effective, micro, "the micro-batch")
+    elif accumulation:
+        micro, reason = _divide(effective, accumulation, "gradient_accumulation_steps"), "set by the profile"
+    else:
+        accumulation = _divide(effective, micro, "the micro-batch")
     if profile.activation_checkpointing is not None:
         checkpointing = profile.activation_checkpointing
-    if effective % micro:
-        raise ValueError(f"effective batch {effective} is not a multiple of the micro-batch {micro}; "
-                         "choose per_device_batch_size that divides effective_batch_size.")
-    accumulation = profile.gradient_accumulation_steps or effective // micro
     return TrainingPlan(micro, accumulation, checkpointing, reason)
 
 

@@ -20,6 +20,16 @@ def test_train_step_smoke_on_cpu():
     assert [v["micro_batch"] * (16 // v["micro_batch"]) for v in results["variants"]] == [16, 16]
 
 
+def test_train_step_runs_clips_over_30_seconds():
+    import train_step
+
+    results = train_step.main(["--device", "cpu", "--tiny", "--steps", "1", "--warmup", "0",
+                               "--variants", "batch4-checkpointing", "--chunks", "2"])
+    assert results["audio_chunks"] == 2 and results["variants"][0]["samples_per_s"] > 0, results
+    config = train_step.full_size_config()
+    assert train_step.model_flops_per_sample(config, 2) > 1.5 * train_step.model_flops_per_sample(config, 1)
+
+
 def test_tuned_step_computes_the_same_update_as_the_published_one():
     """Every labelled token has the same weight in both (3 per sample), so the mean loss over
     8 micro-batches of 2 equals the mean over one batch of 16: same gradients, same update."""

@@ -105,8 +105,14 @@ def test_training_plan_keeps_what_the_profile_fixes(monkeypatch, tmp_path):
     assert (plan.micro_batch, plan.accumulation, plan.activation_checkpointing) == (2, 8, True)
     plan = model_helpers.training_plan(get_profile("full", effective_batch_size=32))
     assert (plan.micro_batch, plan.accumulation) == (8, 4)
+    plan = model_helpers.training_plan(get_profile("full", effective_batch_size=12))
+    assert (plan.micro_batch, plan.accumulation) == (6, 2)  # the largest divisor within the tier's 8
+    plan = model_helpers.training_plan(get_profile("full", gradient_accumulation_steps=4))
+    assert (plan.micro_batch, plan.accumulation) == (4, 4)
     with pytest.raises(ValueError, match="effective batch 16 is not a multiple of the micro-batch 6"):
         model_helpers.training_plan(get_profile("full", per_device_batch_size=6))
+    with pytest.raises(ValueError, match="effective batch 16 is not a multiple of gradient_accumulation_steps 5"):
+        model_helpers.training_plan(get_profile("full", gradient_accumulation_steps=5))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     plan = model_helpers.training_plan(get_profile("tiny"))
     assert (plan.micro_batch, plan.accumulation, plan.activation_checkpointing) == (8, 1, False)
