@@ -54,11 +54,11 @@ def quantization_config(dtype: torch.dtype):
 
 
 # GPU memory (GiB, as torch reports it) -> (micro-batch, activation checkpointing), largest first.
-# Measured with benchmarks/train_step.py on an H100 (full-size model, bf16, one 30-s chunk and
-# ~60 text tokens, effective batch 16): batch 16 without checkpointing peaks at 65 GiB (24.0
-# samples/s), 8 without at 37 GiB (22.8/s), 16 with at 23 GiB (14.8/s), 8 with at 16 GiB
-# (13.4/s); the published 2 x 8 with checkpointing at 11 GiB (3.0-3.7/s). A batch holding a
-# clip over 30 s has two chunks and nearly twice the tokens, so each tier keeps room for that.
+# Measured with benchmarks/train_step.py on an H100 (full-size model, bf16, ~60 text tokens,
+# effective batch 16), peak memory with one 30-s chunk / two chunks (a batch holding a clip over
+# 30 s is padded to two): 8 without checkpointing 37 / 61 GiB (22.8 samples/s with one chunk),
+# 16 with 23 / 35 GiB (14.8/s), 4 with  - / 16 GiB. Batch 16 without checkpointing is faster
+# (24.0/s) but needs 65 GiB with one chunk; the published 2 x 8 with checkpointing runs 3.0-3.7/s.
 TRAINING_TIERS = [(75, 8, False), (36, 16, True), (0, 4, True)]
 
 
