@@ -74,3 +74,19 @@ def test_any_to_any_pipeline_cannot_batch_voxtral(model_and_processor):
     with pytest.raises(ValueError, match="don't agree on padding side"):
         pipe(text=chats, max_new_tokens=2, batch_size=2)
     assert len(pipe(text=chats, max_new_tokens=2, return_full_text=False)) == 2
+
+
+def test_default_voxtral_config_has_no_audio_token_id():
+    """`VoxtralConfig()` builds Voxtral-Mini-3B's architecture but leaves `audio_token_id` unset
+    (the Hub config says 24), so a model built from it cannot place audio embeddings: the GPU
+    benchmarks' `full_size_config()` sets the real id."""
+    import sys
+    from pathlib import Path
+
+    from transformers import VoxtralConfig
+
+    assert VoxtralConfig().audio_token_id is None
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    import train_step
+
+    assert train_step.full_size_config().audio_token_id == 24
