@@ -17,6 +17,7 @@ import json
 import sys
 import tempfile
 import time
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def tiny_rows(count: int) -> list[dict]:
     from helpers.profiles import get_profile
 
     splits = load_splits(get_profile("tiny"))
-    rows = [splits[name][i] for name in ("test", "train") for i in range(len(splits[name]))][:count]
+    rows = list(islice((splits[name][i] for name in ("test", "train") for i in range(len(splits[name]))), count))
     if len(rows) < count:
         raise ValueError(f"asked for {count} rows; the tiny dataset has {len(rows)}")
     return [{"audio": {"array": load_audio(r["audio"]), "sampling_rate": 16000}, "category": r["category"],
@@ -76,12 +77,9 @@ def build(tiny: bool, device: str, dtype: torch.dtype, folder: str):
     return model.eval(), processor
 
 
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def compare(model, processor, rows: list[dict], device: str, max_new_tokens: int) -> dict:
+    from train_step import synchronize
+
     from helpers.evaluate import evaluate
     from helpers.published import published_generate
 
@@ -114,16 +112,19 @@ def main(argv=None) -> dict:
         save_rows(tiny_rows(args.count), args.save_rows)
         return {}
     rows = (load_rows(args.rows) if args.rows else tiny_rows(args.count))[:args.count]
-    on_gpu = args.device.startswith("cuda")
-    dtype = torch.bfloat16 if on_gpu else torch.float32
     from train_step import software
 
+    from helpers.model import pick_dtype
+
+    on_gpu = args.device.startswith("cuda")
+    dtype = pick_dtype() if on_gpu else torch.float32  # fp16 on a T4
+    dtype_name = str(dtype).removeprefix("torch.")
     results = {"device": torch.cuda.get_device_name(0) if on_gpu else "CPU", "tiny": args.tiny,
-               "batch_size": BATCH_SIZE, "max_new_tokens": args.max_new_tokens, **software()}
+               "batch_size": BATCH_SIZE, "max_new_tokens": args.max_new_tokens, "dtype": dtype_name, **software()}
     with tempfile.TemporaryDirectory() as folder:
         model, processor = build(args.tiny, args.device, dtype, folder)
         compare(model, processor, rows[:2], args.device, 2)  # warm-up: kernels, caches, allocator
-        results[str(dtype).removeprefix("torch.")] = compare(model, processor, rows, args.device, args.max_new_tokens)
+        results[dtype_name] = compare(model, processor, rows, args.device, args.max_new_tokens)
         print(json.dumps(results), flush=True)
         if dtype != torch.float32:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False

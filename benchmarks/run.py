@@ -121,7 +121,7 @@ def gpu_rows(train: dict | None, evaluation: dict | None) -> list[str]:
     if train and "tuned_over_published" in train:
         v = {variant["name"]: variant for variant in train["variants"]}
         published, tuned = v[train_step.PUBLISHED.name], v[train_step.TUNED.name]
-        rows.append(f"| LoRA train step, full-size model, {train['device']}, bf16 | {published['samples_per_s']:.1f} samples/s "
+        rows.append(f"| LoRA train step, full-size model, {train['device']}, {train['dtype']} | {published['samples_per_s']:.1f} samples/s "
                     f"(batch 2 x 8, checkpointing; peak {published['peak_memory_gb']:.1f} GiB, MFU {published['mfu']:.0%}) | "
                     f"{tuned['samples_per_s']:.1f} samples/s (batch 16; peak {tuned['peak_memory_gb']:.1f} GiB, MFU {tuned['mfu']:.0%}; "
                     f"3 epochs of 900 in {tuned['projected_3_epochs_900_samples_min']:.1f} min) | "
@@ -133,10 +133,11 @@ def gpu_rows(train: dict | None, evaluation: dict | None) -> list[str]:
     else:
         rows.append(f"| LoRA train step, full-size model on GPU | {unmeasured} | {unmeasured} | | |")
     if evaluation:
-        e, check = evaluation["bfloat16"], evaluation["float32_check"]
-        rows.append(f"| evaluation, full-size model, {evaluation['device']}, bf16 ({e['rows']} rows) | {e['baseline']} "
+        dtype = evaluation["dtype"]
+        e, check = evaluation[dtype], evaluation["float32_check"]
+        rows.append(f"| evaluation, full-size model, {evaluation['device']}, {dtype} ({e['rows']} rows) | {e['baseline']} "
                     f"samples/s (one at a time) | {e['ours']} samples/s (batch {evaluation['batch_size']}) | {e['ratio']}x | "
-                    f"float32: {check['same_predictions']}/{check['rows']} identical; bf16: {e['same_predictions']}/{e['rows']} |")
+                    f"float32: {check['same_predictions']}/{check['rows']} identical; {dtype}: {e['same_predictions']}/{e['rows']} |")
     else:
         rows.append(f"| evaluation, full-size model on GPU, batch 16 | {unmeasured} | {unmeasured} | | |")
     return rows

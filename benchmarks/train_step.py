@@ -148,6 +148,20 @@ def model_flops_per_sample(config, chunks: int = 1) -> float:
     return 2 * audio * 1500 * chunks + 4 * text * tokens
 
 
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work, so a timer or memory reading sees all of it."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def optimizer_step(model, optimizer, micro_batches: list[dict]) -> None:
+    """One optimiser step over the effective batch, accumulated over `micro_batches`."""
+    for micro in micro_batches:
+        (model(**micro).loss / len(micro_batches)).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def lora_weights_after_one_step(variant: Variant, tiny: bool = True, device: str = "cpu") -> dict:
     """LoRA weights after one optimiser step on the same 16 samples, without dropout: a tuned
     variant must change how fast the step runs, not what it computes."""
@@ -155,56 +169,42 @@ def lora_weights_after_one_step(variant: Variant, tiny: bool = True, device: str
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     full = batch(config, EFFECTIVE_BATCH, device, torch.float32)
-    accumulation = EFFECTIVE_BATCH // variant.micro_batch
-    for k in range(accumulation):
-        part = {key: value[k * variant.micro_batch:(k + 1) * variant.micro_batch] for key, value in full.items()}
-        (model(**part).loss / accumulation).backward()
-    optimizer.step()
+    size = variant.micro_batch
+    optimizer_step(model, optimizer, [{key: value[k:k + size] for key, value in full.items()}
+                                      for k in range(0, EFFECTIVE_BATCH, size)])
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def run(variant: Variant, tiny: bool, device: str, steps: int, warmup: int, profile: bool = False,
-        chunks: int = 1) -> dict:
+def run(variant: Variant, tiny: bool, device: str, dtype: torch.dtype, steps: int, warmup: int,
+        profile: bool = False, chunks: int = 1) -> dict:
     on_gpu = device.startswith("cuda")
-    dtype = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else (torch.float16 if on_gpu else torch.float32)
     torch.backends.cuda.matmul.allow_tf32 = variant.tf32
     torch.backends.cudnn.allow_tf32 = variant.tf32
     if on_gpu:
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
     model, config = build_model(tiny, variant, device, dtype)
     if on_gpu:  # the peak then counts the model as loaded plus training, not the one-off build
-        torch.cuda.synchronize()
+        synchronize(device)
         torch.cuda.reset_peak_memory_stats()
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
-    accumulation = EFFECTIVE_BATCH // variant.micro_batch
-    micro = batch(config, variant.micro_batch, device, dtype, chunks)
-
-    def optimizer_step():
-        for _ in range(accumulation):
-            loss = model(**micro).loss / accumulation
-            loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    # Timing reuses one micro-batch: the data is not what is measured.
+    micro_batches = [batch(config, variant.micro_batch, device, dtype, chunks)] * (EFFECTIVE_BATCH // variant.micro_batch)
 
     for _ in range(warmup):
-        optimizer_step()
+        optimizer_step(model, optimizer, micro_batches)
     if profile:  # where one optimiser step's time goes, by operator
         activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if on_gpu else [])
         with torch.profiler.profile(activities=activities) as profiler:
-            optimizer_step()
-            if on_gpu:
-                torch.cuda.synchronize()
+            optimizer_step(model, optimizer, micro_batches)
+            synchronize(device)
         print(f"-- profile of one optimiser step: {variant.name}")
         print(profiler.key_averages().table(sort_by="cuda_time_total" if on_gpu else "cpu_time_total", row_limit=15))
-    if on_gpu:
-        torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
-        optimizer_step()
-    if on_gpu:
-        torch.cuda.synchronize()
+        optimizer_step(model, optimizer, micro_batches)
+    synchronize(device)
     seconds = time.perf_counter() - start
     samples_per_s = steps * EFFECTIVE_BATCH / seconds
     result = {**asdict(variant), "samples_per_s": round(samples_per_s, 3),
@@ -233,22 +233,26 @@ def main(argv=None) -> dict:
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step per variant")
     parser.add_argument("--chunks", type=int, default=1, help="30-s audio chunks per sample (2: clips over 30 s)")
     args = parser.parse_args(argv)
+    from helpers.model import pick_dtype
+
+    on_gpu = args.device.startswith("cuda")
     if args.variants:
         unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
         if unknown:
             parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
         variants = [VARIANTS[name] for name in args.variants.split(",")]
     else:
-        variants = [PUBLISHED, TUNED] + ([TUNED_4BIT] if args.device.startswith("cuda") and not args.no_4bit else [])
-    device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "CPU"
+        variants = [PUBLISHED, TUNED] + ([TUNED_4BIT] if on_gpu and not args.no_4bit else [])
+    device_name = torch.cuda.get_device_name(0) if on_gpu else "CPU"
+    dtype = pick_dtype() if on_gpu else torch.float32  # fp16 on a T4
     results = {"device": device_name, "tiny": args.tiny, "effective_batch": EFFECTIVE_BATCH, "audio_chunks": args.chunks,
-               **software(), "variants": []}
+               "dtype": str(dtype).removeprefix("torch."), **software(), "variants": []}
     for variant in variants:
         try:
-            results["variants"].append(run(variant, args.tiny, args.device, args.steps, args.warmup, args.profile, args.chunks))
+            results["variants"].append(run(variant, args.tiny, args.device, dtype, args.steps, args.warmup, args.profile, args.chunks))
         except (RuntimeError, ImportError) as error:  # out of memory, or bitsandbytes missing
             results["variants"].append({**asdict(variant), "error": f"{type(error).__name__}: {str(error)[:300]}"})
-            if args.device.startswith("cuda"):
+            if on_gpu:
                 torch.cuda.empty_cache()
         print(json.dumps(results["variants"][-1]))
     measured = {v["name"]: v for v in results["variants"]}
