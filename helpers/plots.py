@@ -19,7 +19,7 @@ def category_balance(dataset, title: str = "Rows per category and answer"):
     categories = list(counts)
     for i, category in enumerate(categories):
         bottom = 0
-        answers = sorted(counts[category], key=lambda a: (not a.isdigit(), int(a) if a.isdigit() else 0, a))
+        answers = sorted(counts[category], key=_answer_order)
         for j, answer in enumerate(answers):
             n = counts[category][answer]
             ax.bar(i, n, bottom=bottom, color=COLORS[j % len(COLORS)], edgecolor="white")

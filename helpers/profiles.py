@@ -6,7 +6,7 @@ stand-in with the same architecture, processor and dataset schema (see `helpers.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 PROFILE_ENV = "VOXTRAL_PROFILE"
@@ -39,7 +39,6 @@ class Profile:
     load_in_4bit: bool | None = None  # None: only on GPUs with 16 GB or less
     effective_batch_size: int = 16
     activation_checkpointing: bool | None = None  # None: only where memory requires
-    extra: dict = field(default_factory=dict)
 
     @property
     def is_tiny(self) -> bool:
@@ -147,7 +146,7 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
             test_per_category=8,
             train_epochs=2,
             per_device_batch_size=8,
-            gradient_accumulation_steps=1,
+            gradient_accumulation_steps=None,
             effective_batch_size=8,
             activation_checkpointing=False,
             max_train_steps=-1,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from helpers.data import SAMPLING_RATE, load_audio
 from helpers.profiles import CATEGORIES
 
-SAMPLING_RATE = 16000
 PER_CATEGORY = 48
 SEED = 2024
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan")
@@ -197,17 +197,16 @@ def generate_questions(per_category: int = PER_CATEGORY, seed: int = SEED) -> li
 # ---------------------------------------------------------------------------- speech
 def speak(text: str, voice: str = "en-us", speed: int = 175) -> np.ndarray:
     """Speak `text` with espeak-ng; returns float32 mono audio at 16 kHz."""
-    import soundfile as sf
-    from scipy.signal import resample_poly
     import io
+
+    import soundfile as sf
 
     if shutil.which("espeak-ng") is None:
         raise RuntimeError("espeak-ng is not installed: `sudo apt-get install espeak-ng` (or run `make setup`).")
     wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
                          check=True, capture_output=True).stdout
     audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
-    divisor = np.gcd(SAMPLING_RATE, rate)
-    return resample_poly(audio, SAMPLING_RATE // divisor, rate // divisor).astype(np.float32)
+    return load_audio(audio, rate)  # resampled to 16 kHz like every other input
 
 
 def write_dataset(folder: Path, per_category: int = PER_CATEGORY, seed: int = SEED) -> Path:
