@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from helpers.profiles import Profile
+from helpers.profiles import ADAPTER_ENV, GPU_MEMORY_ENV, Profile, outputs_dir
 
 # Every linear layer of the language model, and the two layers of the audio->text projector.
 # The published recipe lists bare names ("q_proj", ...), which also match the audio encoder's
@@ -21,16 +21,44 @@ LORA_TARGET_MODULES = (
 )
 
 
-def pick_dtype(profile: Profile | None = None) -> torch.dtype:
-    """bf16 on GPUs that support it, fp16 on older ones (T4, V100), fp32 on CPU.
+def native_bf16() -> bool:
+    """Whether the GPU computes in bf16 natively: compute capability 8.0 (Ampere) or newer.
 
-    A profile with a fixed dtype (the tiny one: float32) wins over the hardware.
+    Not `torch.cuda.is_bf16_supported()`: with its default `including_emulation=True` it answers
+    True on a T4 (7.5) too, where bf16 is emulated and slow.
+    """
+    return torch.cuda.is_available() and tuple(torch.cuda.get_device_capability(0)) >= (8, 0)
+
+
+def pick_dtype(profile: Profile | None = None) -> torch.dtype:
+    """bf16 on GPUs with native bf16 (A100, L4, H100 ...), fp16 on older ones (T4, V100), fp32 on CPU.
+
+    A profile with a fixed dtype (the tiny one: float32; or `$VOXTRAL_DTYPE`) wins over the hardware.
     """
     if profile is not None and profile.dtype != "auto":
         return getattr(torch, profile.dtype)
     if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16() else torch.float16
     return torch.float32
+
+
+def gpu_memory_gib() -> float:
+    """GPU memory this process may use, in GiB: the card's, or less where `$VOXTRAL_GPU_MEMORY_GIB`
+    caps it (a large GPU rehearsing as a small one). 0 without a GPU."""
+    if not torch.cuda.is_available():
+        return 0.0
+    total = torch.cuda.get_device_properties(0).total_memory / 2**30
+    cap = os.environ.get(GPU_MEMORY_ENV, "").strip()
+    return min(total, float(cap)) if cap else total
+
+
+def limit_gpu_memory() -> None:
+    """Hold this process to `$VOXTRAL_GPU_MEMORY_GIB` of GPU memory, if set: allocations beyond it
+    fail with an out-of-memory error, as they would on a card of that size."""
+    cap = os.environ.get(GPU_MEMORY_ENV, "").strip()
+    if cap and torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(0).total_memory / 2**30
+        torch.cuda.set_per_process_memory_fraction(min(1.0, float(cap) / total), 0)
 
 
 def wants_4bit(profile: Profile) -> bool:
@@ -39,7 +67,12 @@ def wants_4bit(profile: Profile) -> bool:
         return profile.load_in_4bit
     if profile.is_tiny or not torch.cuda.is_available():
         return False
-    return torch.cuda.get_device_properties(0).total_memory <= 16.5 * 2**30
+    return gpu_memory_gib() <= 16.5
+
+
+# Full module names, as transformers matches them: from the start of the name (or as a suffix),
+# so a bare "audio_tower" would match nothing and leave the whole tower to be quantized.
+MODULES_KEPT_OUT_OF_4BIT = ("model.audio_tower", "model.multi_modal_projector", "lm_head")
 
 
 def quantization_config(dtype: torch.dtype):
@@ -49,7 +82,7 @@ def quantization_config(dtype: torch.dtype):
 
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
-        bnb_4bit_use_double_quant=True, llm_int8_skip_modules=["audio_tower", "multi_modal_projector", "lm_head"],
+        bnb_4bit_use_double_quant=True, llm_int8_skip_modules=list(MODULES_KEPT_OUT_OF_4BIT),
     )
 
 
@@ -84,7 +117,7 @@ def training_plan(profile: Profile) -> TrainingPlan:
     the biggest micro-batch that fits, and checkpointing only where memory requires it.
     """
     effective = profile.effective_batch_size
-    gib = torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else 0.0
+    gib = gpu_memory_gib()
     _, micro, checkpointing = next(tier for tier in TRAINING_TIERS if gib >= tier[0])
     micro = max(d for d in range(1, min(micro, effective) + 1) if effective % d == 0)  # divides the batch
     reason = f"{gib:.0f} GiB of GPU memory" if gib else "no GPU"
@@ -101,13 +134,57 @@ def training_plan(profile: Profile) -> TrainingPlan:
     return TrainingPlan(micro, accumulation, checkpointing, reason)
 
 
+LOGIN_ADVICE = "log in with `hf auth login` in a terminal (or `from huggingface_hub import login; login()` in a notebook)"
+
+
 def _hub_advice(profile: Profile, error: Exception) -> RuntimeError:
     return RuntimeError(
         f"Could not load {profile.model_id!r} ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
-        "If it is a Hub model: check the network, and accept the model's terms and log in with "
-        "`huggingface-cli login` (or `from huggingface_hub import login; login()`) if it is gated. "
+        f"If it is a Hub model: check the network, and accept the model's terms and {LOGIN_ADVICE} "
+        "if it is gated. If it is a local folder (a mirror or a snapshot), check $VOXTRAL_MODEL. "
         "To run without the Hub, use the offline profile: VOXTRAL_PROFILE=tiny."
     )
+
+
+def model_name(model_id: str | os.PathLike) -> str:
+    """The model's own name in a Hub id, a mirror folder or a Hub cache snapshot
+    (`.../models--mistralai--Voxtral-Mini-3B-2507/snapshots/<commit>`)."""
+    path = Path(model_id)
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name.split("--")[-1]
+    return path.name
+
+
+def adapter_location(profile: Profile) -> str | Path:
+    """The adapter notebooks 04 and 05 load: `$VOXTRAL_ADAPTER` (a local folder or a Hub repo id,
+    for an adapter trained elsewhere) when set, else the one notebook 03 saved in `outputs_dir`."""
+    chosen = os.environ.get(ADAPTER_ENV, "").strip()
+    if not chosen:
+        return outputs_dir(profile) / "adapter"
+    return Path(chosen) if Path(chosen).expanduser().exists() or not _looks_like_repo_id(chosen) else chosen
+
+
+def _looks_like_repo_id(text: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None and not text.startswith(".")
+
+
+def fetch_adapter(adapter: str | os.PathLike) -> Path:
+    """A local adapter folder as it is; a Hub repo id (`owner/name`) downloaded to the Hub cache."""
+    if Path(adapter).expanduser().exists() or not _looks_like_repo_id(str(adapter)):
+        return Path(adapter).expanduser()
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(adapter)))
+    except Exception as error:  # noqa: BLE001 - network, auth and not-found errors all end here
+        raise FileNotFoundError(
+            f"No adapter folder {str(adapter)!r} here, and it could not be downloaded as a Hub repository "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:200]}). Check the name and the network; "
+            f"for a private repository {LOGIN_ADVICE}. Set $VOXTRAL_ADAPTER to a local folder or a Hub repo "
+            "id, or train one in notebook 03."
+        ) from None
 
 
 def _check_adapter(adapter: Path, profile: Profile) -> dict:
@@ -120,12 +197,19 @@ def _check_adapter(adapter: Path, profile: Profile) -> dict:
         raise FileNotFoundError(f"{str(adapter)!r} has no adapter_model.safetensors.")
     config = json.loads(config_file.read_text())
     base = config.get("base_model_name_or_path")
-    if base and Path(base).name != Path(profile.model_id).name:
+    if base and base != profile.model_id and model_name(base) != model_name(profile.model_id):
         raise ValueError(
             f"Adapter {str(adapter)!r} was trained on {base!r}, but this profile's model is "
             f"{profile.model_id!r}. Load it with the profile it was trained in."
         )
     return config
+
+
+def _processor_folder(folder: Path) -> bool:
+    """A folder holding Voxtral's processor as `save_pretrained` writes it (`processor_config.json`)
+    or as the Hub repo has it (`preprocessor_config.json`)."""
+    return (folder / "tekken.json").exists() and any(
+        (folder / name).exists() for name in ("processor_config.json", "preprocessor_config.json"))
 
 
 def load_processor(profile: Profile, adapter: str | os.PathLike | None = None):
@@ -137,11 +221,12 @@ def load_processor(profile: Profile, adapter: str | os.PathLike | None = None):
     """
     from transformers import MistralCommonBackend, VoxtralProcessor, WhisperFeatureExtractor
 
-    source = Path(adapter) if adapter is not None and (Path(adapter) / "tekken.json").exists() else profile.model_id
+    source = Path(adapter) if adapter is not None and _processor_folder(Path(adapter)) else profile.model_id
     if Path(source).is_dir() or profile.is_tiny:
         folder = Path(source)
-        if not (folder / "tekken.json").exists() or not (folder / "processor_config.json").exists():
-            raise FileNotFoundError(f"No Voxtral processor in {str(folder)!r}: tekken.json or processor_config.json is missing.")
+        if not _processor_folder(folder):
+            raise FileNotFoundError(f"No Voxtral processor in {str(folder)!r}: it needs tekken.json and "
+                                    "preprocessor_config.json (or processor_config.json).")
         tokenizer = MistralCommonBackend.from_pretrained(str(folder))
         return VoxtralProcessor(feature_extractor=WhisperFeatureExtractor.from_pretrained(str(folder)), tokenizer=tokenizer)
     try:
@@ -152,7 +237,8 @@ def load_processor(profile: Profile, adapter: str | os.PathLike | None = None):
 
 def load_model_and_processor(profile: Profile, adapter: str | os.PathLike | None = None,
                              load_in_4bit: bool | None = None, device: str | None = None):
-    """Base model and processor for the profile, with the LoRA `adapter` folder applied if given.
+    """Base model and processor for the profile, with a LoRA `adapter` applied if given: a local
+    folder or a Hub repo id (`owner/name`, downloaded once).
 
     The dtype comes from the hardware (`pick_dtype`); 4-bit (bitsandbytes) is used on GPUs of
     16 GB or less for the full model, or when `load_in_4bit=True`.
@@ -160,7 +246,9 @@ def load_model_and_processor(profile: Profile, adapter: str | os.PathLike | None
     from transformers import VoxtralForConditionalGeneration
 
     if adapter is not None:
-        _check_adapter(Path(adapter), profile)
+        adapter = fetch_adapter(adapter)
+        _check_adapter(adapter, profile)
+    limit_gpu_memory()
     dtype = pick_dtype(profile)
     kwargs: dict = {"dtype": dtype}
     use_4bit = wants_4bit(profile) if load_in_4bit is None else load_in_4bit
@@ -260,11 +348,11 @@ def training_arguments(profile: Profile, output_dir: str | os.PathLike, push_to_
     a short CPU run for `tiny`. `push_to_hub=True` needs a Hub login and says so if missing."""
     from transformers import TrainingArguments
 
+    if push_to_hub and not overrides.get("hub_model_id"):
+        raise ValueError("push_to_hub=True needs the repository to push to: hub_model_id='your-name/voxtral-lora' "
+                         "(without it the Trainer would invent one from the output folder's name).")
     if push_to_hub and hub_token() is None:
-        raise RuntimeError(
-            "push_to_hub=True needs a Hugging Face login: run `huggingface-cli login` (or "
-            "`from huggingface_hub import login; login()`), or leave push_to_hub off."
-        )
+        raise RuntimeError(f"push_to_hub=True needs a Hugging Face login: {LOGIN_ADVICE}, or leave push_to_hub off.")
     dtype = pick_dtype(profile)
     on_gpu = torch.cuda.is_available()
     plan = training_plan(profile)

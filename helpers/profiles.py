@@ -9,8 +9,18 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-PROFILE_ENV = "VOXTRAL_PROFILE"
-CACHE_ENV = "VOXTRAL_TUTORIAL_CACHE"
+# Every environment variable the tutorial reads, in one place.
+PROFILE_ENV = "VOXTRAL_PROFILE"  # tiny | full
+CACHE_ENV = "VOXTRAL_TUTORIAL_CACHE"  # where the tiny assets and stand-ins are built
+OUTPUTS_ENV = "VOXTRAL_OUTPUTS"  # where adapters, checkpoints and merged models go
+MODEL_ENV = "VOXTRAL_MODEL"  # full profile: a Hub id or a local folder (a mirror, a snapshot)
+DATASET_ENV = "VOXTRAL_DATASET"  # full profile: a Hub id or a local folder
+ADAPTER_ENV = "VOXTRAL_ADAPTER"  # notebooks 04-05: a local adapter folder or a Hub repo id
+MAX_STEPS_ENV = "VOXTRAL_MAX_STEPS"  # shortens training to this many optimizer steps (rehearsals, CI)
+DTYPE_ENV = "VOXTRAL_DTYPE"  # float16 | bfloat16 | float32: overrides the choice from the hardware
+GPU_MEMORY_ENV = "VOXTRAL_GPU_MEMORY_GIB"  # use at most this much GPU memory (a big GPU rehearsing as a T4)
+DRIVE_ENV = "VOXTRAL_DRIVE"  # where Google Drive is mounted in Colab (default /content/drive)
+SOURCE_ENV = "VOXTRAL_TUTORIAL_SOURCE"  # what the Colab setup cell installs (default: the GitHub repository)
 
 FULL_MODEL_ID = "mistralai/Voxtral-Mini-3B-2507"
 FULL_DATASET_ID = "ArtificialAnalysis/big_bench_audio"
@@ -57,9 +67,27 @@ class Profile:
         )
 
 
+def drive_folder() -> Path | None:
+    """The tutorial's folder on Google Drive when this is Colab and Drive is mounted, else None."""
+    import sys
+
+    mount = Path(os.environ.get(DRIVE_ENV) or "/content/drive")
+    if "google.colab" in sys.modules and (mount / "MyDrive").is_dir():
+        return mount / "MyDrive" / "voxtral-tutorial"
+    return None
+
+
 def outputs_dir(profile: "Profile") -> Path:
-    """Where notebooks write adapters and merged models: ./outputs/<profile> (or $VOXTRAL_OUTPUTS/<profile>)."""
-    return Path(os.environ.get("VOXTRAL_OUTPUTS") or "outputs") / profile.name
+    """Where notebooks write adapters, checkpoints and merged models, one folder per profile.
+
+    `$VOXTRAL_OUTPUTS/<profile>` when set; in Colab with Google Drive mounted,
+    `MyDrive/voxtral-tutorial/outputs/<profile>`, so the next notebook (a new runtime) finds what
+    this one saved; else `./outputs/<profile>`.
+    """
+    if os.environ.get(OUTPUTS_ENV):
+        return Path(os.environ[OUTPUTS_ENV]) / profile.name
+    drive = drive_folder()
+    return (drive / "outputs" if drive else Path("outputs")) / profile.name
 
 
 KEY_PACKAGES = ("torch", "transformers", "peft", "datasets", "accelerate", "mistral_common", "torchcodec")
@@ -108,19 +136,38 @@ def _choose(name: str | None) -> tuple[str, str]:
     return "tiny", f"no CUDA GPU and ${PROFILE_ENV} is unset"
 
 
+def _from_environment() -> dict:
+    """Profile fields set through the environment (the same for both profiles)."""
+    fields: dict = {}
+    steps = os.environ.get(MAX_STEPS_ENV, "").strip()
+    if steps:
+        if not steps.isdigit() or int(steps) < 1:
+            raise ValueError(f"${MAX_STEPS_ENV}={steps!r}: expected a positive number of training steps.")
+        fields["max_train_steps"] = int(steps)
+    dtype = os.environ.get(DTYPE_ENV, "").strip()
+    if dtype:
+        if dtype not in ("float16", "bfloat16", "float32", "auto"):
+            raise ValueError(f"${DTYPE_ENV}={dtype!r}: expected float16, bfloat16, float32 or auto.")
+        fields["dtype"] = dtype
+    return fields
+
+
 def get_profile(name: str | None = None, **overrides) -> Profile:
     """Return the `tiny` or `full` profile.
 
     With no name, ``$VOXTRAL_PROFILE`` decides; when that is unset too, `full` on a CUDA GPU,
-    else `tiny`. Asking for `tiny` builds its offline model and dataset once (cached on disk).
+    else `tiny`. The full profile reads its model and dataset from ``$VOXTRAL_MODEL`` and
+    ``$VOXTRAL_DATASET`` (a Hub id or a local folder) when they are set; ``$VOXTRAL_MAX_STEPS``
+    shortens training and ``$VOXTRAL_DTYPE`` fixes the dtype, in either profile.
+    Asking for `tiny` builds its offline model and dataset once (cached on disk).
     Keyword overrides replace profile fields, e.g. ``get_profile("tiny", test_per_category=4)``.
     """
     chosen, reason = _choose(name)
     if chosen == "full":
         profile = Profile(
             name="full",
-            model_id=FULL_MODEL_ID,
-            dataset_id=FULL_DATASET_ID,
+            model_id=os.environ.get(MODEL_ENV, "").strip() or FULL_MODEL_ID,
+            dataset_id=os.environ.get(DATASET_ENV, "").strip() or FULL_DATASET_ID,
             reason=reason,
             test_per_category=25,
             train_epochs=3,
@@ -160,4 +207,4 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
         )
     else:
         raise ValueError(f"Unknown profile {chosen!r} ({reason}); use 'tiny' or 'full'.")
-    return replace(profile, **overrides) if overrides else profile
+    return replace(profile, **{**_from_environment(), **overrides})

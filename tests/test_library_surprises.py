@@ -90,3 +90,12 @@ def test_default_voxtral_config_has_no_audio_token_id():
     import train_step
 
     assert train_step.full_size_config().audio_token_id == 24
+
+
+def test_bare_module_names_skip_nothing():
+    """transformers 5.24 matches `llm_int8_skip_modules` from the start of a module's full name (or as
+    a suffix): the bare "audio_tower" keeps no audio layer out of 4-bit (see test_model.py)."""
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    assert should_convert_module("model.audio_tower.layers.0.self_attn.q_proj", ["audio_tower"])
+    assert not should_convert_module("model.audio_tower.layers.0.self_attn.q_proj", ["model.audio_tower"])

@@ -54,23 +54,39 @@ def test_lora_config_recipe_and_overrides():
     assert lora_config(r=16).r == 16
 
 
-def test_dtype_from_hardware(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert pick_dtype() == torch.float32
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert pick_dtype() == torch.bfloat16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a T4
-    assert pick_dtype() == torch.float16
-    assert pick_dtype(get_profile("tiny")) == torch.float32
-
-
-def fake_gpu(monkeypatch, gib: float, bf16: bool = True):
+def fake_gpu(monkeypatch, gib: float = 80, capability: tuple[int, int] = (9, 0)):
+    """A CUDA device as torch describes it. `is_bf16_supported()` answers like torch 2.13 does:
+    with its default `including_emulation=True` it says True on every CUDA GPU, a T4 (7.5) included;
+    only `including_emulation=False` (or the capability) tells native support."""
     from types import SimpleNamespace
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=gib * 2**30))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation or capability >= (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device=None: SimpleNamespace(total_memory=gib * 2**30, major=capability[0],
+                                                            minor=capability[1], name="fake GPU"))
+
+
+@pytest.mark.parametrize("capability, expected", [
+    ((7, 5), torch.float16),   # T4: bf16 only through emulation
+    ((7, 0), torch.float16),   # V100
+    ((8, 0), torch.bfloat16),  # A100
+    ((8, 9), torch.bfloat16),  # L4
+    ((9, 0), torch.bfloat16),  # H100
+])
+def test_dtype_from_the_compute_capability(monkeypatch, capability, expected):
+    fake_gpu(monkeypatch, 15 if capability < (8, 0) else 80, capability)
+    assert torch.cuda.is_bf16_supported()  # what the published recipe trusts: True even on a T4
+    assert pick_dtype() == expected
+    assert pick_dtype(get_profile("tiny")) == torch.float32  # a fixed dtype wins
+
+
+def test_dtype_on_cpu_and_forced(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_dtype() == torch.float32
+    assert pick_dtype(get_profile("full", dtype="float16")) == torch.float16
 
 
 def test_full_training_arguments_follow_the_recipe(tmp_path, monkeypatch):
@@ -84,15 +100,15 @@ def test_full_training_arguments_follow_the_recipe(tmp_path, monkeypatch):
     assert not args.bf16 and not args.fp16  # no GPU here
 
 
-@pytest.mark.parametrize("gib, bf16, expected", [
-    (79.2, True, (8, 2, False)),   # H100 / A100 80GB: 37 GiB measured at batch 8, room for clips over 30 s
-    (44.4, True, (16, 1, True)),   # L40S
-    (39.4, True, (16, 1, True)),   # A100 40GB: 23 GiB measured
-    (22.0, True, (4, 4, True)),    # L4, A10G
-    (14.7, False, (4, 4, True)),   # T4 (4-bit)
+@pytest.mark.parametrize("gib, capability, expected", [
+    (79.2, (9, 0), (8, 2, False)),   # H100 / A100 80GB: 37 GiB measured at batch 8, room for clips over 30 s
+    (44.4, (8, 9), (16, 1, True)),   # L40S
+    (39.4, (8, 0), (16, 1, True)),   # A100 40GB: 23 GiB measured
+    (22.0, (8, 9), (4, 4, True)),    # L4, A10G
+    (14.7, (7, 5), (4, 4, True)),    # T4 (4-bit)
 ])
-def test_training_plan_spends_memory_on_speed_only_where_it_fits(monkeypatch, gib, bf16, expected):
-    fake_gpu(monkeypatch, gib, bf16)
+def test_training_plan_spends_memory_on_speed_only_where_it_fits(monkeypatch, gib, capability, expected):
+    fake_gpu(monkeypatch, gib, capability)
     plan = model_helpers.training_plan(get_profile("full"))
     assert (plan.micro_batch, plan.accumulation, plan.activation_checkpointing) == expected
     assert plan.micro_batch * plan.accumulation == 16 and "GiB" in plan.reason
@@ -126,7 +142,7 @@ def test_tiny_training_arguments_and_overrides(tmp_path):
 def test_push_to_hub_needs_a_login(tmp_path, monkeypatch):
     monkeypatch.setattr(model_helpers, "hub_token", lambda: None)
     with pytest.raises(RuntimeError, match="needs a Hugging Face login"):
-        training_arguments(get_profile("tiny"), tmp_path, push_to_hub=True)
+        training_arguments(get_profile("tiny"), tmp_path, push_to_hub=True, hub_model_id="me/voxtral-lora")
 
 
 def go_offline(monkeypatch, tmp_path):
@@ -143,7 +159,7 @@ def test_full_profile_offline_says_what_to_do(monkeypatch, tmp_path):
     go_offline(monkeypatch, tmp_path)
     with pytest.raises(RuntimeError, match="VOXTRAL_PROFILE=tiny") as info:
         model_helpers.load_model_and_processor(get_profile("full", load_in_4bit=False))
-    assert "huggingface-cli login" in str(info.value)
+    assert "hf auth login" in str(info.value) and "huggingface-cli" not in str(info.value)
 
 
 def test_full_dataset_offline_says_what_to_do(monkeypatch, tmp_path):
@@ -179,22 +195,115 @@ def test_missing_processor(profile, tmp_path):
 
 
 def test_four_bit_only_for_the_full_model_on_small_gpus(monkeypatch):
-    from types import SimpleNamespace
-
     full, tiny = get_profile("full"), get_profile("tiny")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=15 * 2**30))
+    fake_gpu(monkeypatch, 15, (7, 5))
     assert model_helpers.wants_4bit(full) and not model_helpers.wants_4bit(tiny)  # a T4
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=80 * 2**30))
+    fake_gpu(monkeypatch, 80, (9, 0))
     assert not model_helpers.wants_4bit(full)  # an H100
     assert model_helpers.wants_4bit(get_profile("full", load_in_4bit=True))
+    monkeypatch.setenv("VOXTRAL_GPU_MEMORY_GIB", "15")  # an H100 rehearsing as a T4
+    assert model_helpers.wants_4bit(full)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert not model_helpers.wants_4bit(full)
 
 
-def test_four_bit_keeps_audio_tower_projector_and_head_unquantised(model_and_processor):
+def test_four_bit_keeps_audio_tower_projector_and_head_in_the_compute_dtype():
+    """Replays transformers' own choice of which Linear layers bitsandbytes replaces, over the
+    full-size model's module names: bare names such as "audio_tower" match nothing, because
+    `should_convert_module` matches from the start of the full name (or as a suffix)."""
+    from transformers.quantizers.base import HfQuantizer
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
     config = model_helpers.quantization_config(torch.float16)
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_compute_dtype == torch.float16
-    names = [name for name, _ in model_and_processor[0].named_modules()]
-    for skipped in config.llm_int8_skip_modules:  # each must name real modules, or nothing is skipped
-        assert any(name.split(".")[-1] == skipped or f".{skipped}." in f".{name}." for name in names), skipped
+    model = full_size_model()
+    skipped = HfQuantizer.get_modules_to_not_convert(model, config.llm_int8_skip_modules, model._keep_in_fp32_modules)
+    linear = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    quantized = [name for name in linear if should_convert_module(name, skipped)]
+    kept = sorted(set(linear) - set(quantized))
+    assert sum(".audio_tower." in n for n in kept) == 192 and not any(".audio_tower." in n for n in quantized)
+    assert [n for n in kept if "multi_modal_projector" in n] == ["model.multi_modal_projector.linear_1",
+                                                                   "model.multi_modal_projector.linear_2"]
+    assert "lm_head" in kept
+    assert len(quantized) == 30 * 7 and all(n.startswith("model.language_model.layers.") for n in quantized)
+
+
+def snapshot_like_the_hub(profile, folder):
+    """The tiny model laid out like a snapshot of the real repo: the feature extractor's settings in
+    `preprocessor_config.json`, no `processor_config.json`."""
+    import shutil
+
+    from transformers import WhisperFeatureExtractor
+
+    shutil.copytree(profile.model_id, folder)
+    (folder / "processor_config.json").unlink()
+    WhisperFeatureExtractor(feature_size=128).save_pretrained(folder)
+    assert (folder / "preprocessor_config.json").exists()
+    return folder
+
+
+def test_processor_loads_from_a_snapshot_of_the_real_repo(profile, processor, tmp_path):
+    from dataclasses import replace
+
+    snapshot = snapshot_like_the_hub(profile, tmp_path / "Voxtral-Mini-3B-2507")
+    loaded = model_helpers.load_processor(replace(profile, name="full", model_id=str(snapshot)))
+    assert loaded.feature_extractor.feature_size == 128
+    assert loaded.tokenizer.encode("Is it valid?") == processor.tokenizer.encode("Is it valid?")
+
+
+def test_adapter_from_the_environment_or_the_outputs_folder(profile, monkeypatch, tmp_path):
+    monkeypatch.delenv("VOXTRAL_ADAPTER", raising=False)
+    monkeypatch.setenv("VOXTRAL_OUTPUTS", str(tmp_path / "outputs"))
+    assert model_helpers.adapter_location(profile) == tmp_path / "outputs" / "tiny" / "adapter"
+    monkeypatch.setenv("VOXTRAL_ADAPTER", str(tmp_path / "mine"))
+    assert model_helpers.adapter_location(profile) == tmp_path / "mine"
+    monkeypatch.setenv("VOXTRAL_ADAPTER", "someone/voxtral-lora")
+    assert model_helpers.adapter_location(profile) == "someone/voxtral-lora"
+
+
+def test_adapter_from_a_hub_repo_id_is_downloaded(profile, fresh_model, processor, monkeypatch, tmp_path):
+    import huggingface_hub
+
+    saved = model_helpers.save_adapter(add_lora(fresh_model), processor, tmp_path / "on-the-hub")
+    calls = []
+
+    def snapshot_download(repo_id, **kwargs):
+        calls.append(repo_id)
+        return str(saved)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    model, _ = model_helpers.load_model_and_processor(profile, adapter="someone/voxtral-lora")
+    assert calls == ["someone/voxtral-lora"] and len(lora_module_names(model)) > 0
+
+
+def test_adapter_neither_folder_nor_reachable_repo(profile, monkeypatch, tmp_path):
+    go_offline(monkeypatch, tmp_path)
+    with pytest.raises(FileNotFoundError, match="someone/voxtral-lora") as info:
+        model_helpers.load_model_and_processor(profile, adapter="someone/voxtral-lora")
+    assert "hf auth login" in str(info.value) and "VOXTRAL_ADAPTER" in str(info.value)
+
+
+def test_adapter_trained_on_a_snapshot_of_the_same_model(profile):
+    snapshot = "/root/.cache/huggingface/hub/models--mistralai--Voxtral-Mini-3B-2507/snapshots/3060fe34b3"
+    assert model_helpers.model_name(snapshot) == model_helpers.model_name("mistralai/Voxtral-Mini-3B-2507")
+    assert model_helpers.model_name("/mnt/mirror/Voxtral-Mini-3B-2507") == "Voxtral-Mini-3B-2507"
+
+
+def test_push_to_hub_names_its_repository(tmp_path, monkeypatch):
+    monkeypatch.setattr(model_helpers, "hub_token", lambda: "a-token")
+    with pytest.raises(ValueError, match="hub_model_id"):
+        training_arguments(get_profile("tiny"), tmp_path, push_to_hub=True)
+    args = training_arguments(get_profile("tiny"), tmp_path, push_to_hub=True, hub_model_id="me/voxtral-lora")
+    assert args.push_to_hub and args.hub_model_id == "me/voxtral-lora"
+
+
+def test_login_advice_uses_the_installed_command(monkeypatch, tmp_path):
+    import shutil
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setattr(model_helpers, "hub_token", lambda: None)
+    with pytest.raises(RuntimeError, match="hf auth login") as info:
+        training_arguments(get_profile("tiny"), tmp_path, push_to_hub=True, hub_model_id="me/x")
+    assert "huggingface-cli" not in str(info.value)
+    assert (Path(sys.executable).parent / "hf").exists() or shutil.which("hf")  # the command we advise exists
