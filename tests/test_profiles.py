@@ -85,3 +85,48 @@ def test_tiny_assets_are_cached(profile):
     assert str(assets.model_dir) == profile.model_id
     assert (assets.root / "COMPLETE").exists()
     assert (assets.dataset_dir / "metadata.jsonl").exists()
+
+
+def test_full_profile_reads_model_dataset_and_steps_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(profiles.MODEL_ENV, str(tmp_path / "mirror" / "Voxtral-Mini-3B-2507"))
+    monkeypatch.setenv(profiles.DATASET_ENV, "someone/big_bench_audio_copy")
+    monkeypatch.setenv(profiles.MAX_STEPS_ENV, "12")
+    full = get_profile("full")
+    assert full.model_id == str(tmp_path / "mirror" / "Voxtral-Mini-3B-2507")
+    assert full.dataset_id == "someone/big_bench_audio_copy"
+    assert full.max_train_steps == 12 and "at most 12 steps" in full.describe()
+    tiny_profile = get_profile("tiny")
+    assert tiny_profile.max_train_steps == 12  # the one knob that shortens training, in both profiles
+    assert "standin" not in tiny_profile.model_id and tiny_profile.model_id != full.model_id
+    assert get_profile("full", max_train_steps=3).max_train_steps == 3  # explicit arguments win
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "ten"])
+def test_bad_step_count_is_a_clear_error(monkeypatch, value):
+    monkeypatch.setenv(profiles.MAX_STEPS_ENV, value)
+    with pytest.raises(ValueError, match="VOXTRAL_MAX_STEPS"):
+        get_profile("full")
+
+
+def test_dtype_from_the_environment(monkeypatch):
+    monkeypatch.setenv(profiles.DTYPE_ENV, "float16")
+    assert get_profile("full").dtype == "float16"
+    monkeypatch.setenv(profiles.DTYPE_ENV, "fp8")
+    with pytest.raises(ValueError, match="VOXTRAL_DTYPE"):
+        get_profile("full")
+
+
+def test_outputs_go_to_google_drive_when_it_is_mounted_in_colab(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    monkeypatch.delenv(profiles.OUTPUTS_ENV, raising=False)
+    monkeypatch.setenv(profiles.DRIVE_ENV, str(tmp_path / "drive"))
+    full = get_profile("full")
+    assert profiles.outputs_dir(full) == profiles.Path("outputs") / "full"  # not Colab
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert profiles.outputs_dir(full) == profiles.Path("outputs") / "full"  # Colab, Drive not mounted
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
+    assert profiles.outputs_dir(full) == tmp_path / "drive" / "MyDrive" / "voxtral-tutorial" / "outputs" / "full"
+    monkeypatch.setenv(profiles.OUTPUTS_ENV, str(tmp_path / "mine"))
+    assert profiles.outputs_dir(full) == tmp_path / "mine" / "full"  # an explicit choice wins
