@@ -23,7 +23,12 @@ MAX_SECONDS = 40 * 60
 
 
 def load_dataset_for_profile(profile: Profile):
-    """The whole dataset (one `train` split), audio decoded at 16 kHz, same calls in both profiles."""
+    """The whole dataset (one `train` split), same calls in both profiles.
+
+    Audio is decoded at the file's own rate (Big Bench Audio: 22.05 kHz MP3) and resampled to
+    16 kHz by `load_audio`. Not `Audio(sampling_rate=16000)`: resampling inside torchcodec's
+    decoder returned a different number of samples when the same row was read twice.
+    """
     from datasets import Audio, load_dataset
 
     try:
@@ -32,11 +37,11 @@ def load_dataset_for_profile(profile: Profile):
         if profile.is_tiny:
             raise
         raise RuntimeError(
-            f"Could not load {profile.dataset_id!r} from the Hugging Face Hub ({type(error).__name__}: "
-            f"{str(error)[:200]}). Check your network connection, or run offline with "
-            "VOXTRAL_PROFILE=tiny."
+            f"Could not load the dataset {profile.dataset_id!r} ({type(error).__name__}: {str(error)[:200]}). "
+            "From the Hugging Face Hub: check your network connection. From a local folder (a mirror): "
+            "check $VOXTRAL_DATASET. Or run offline with VOXTRAL_PROFILE=tiny."
         ) from None  # the message says what to do; the chained traceback would bury it
-    return dataset.cast_column("audio", Audio(sampling_rate=SAMPLING_RATE))
+    return dataset.cast_column("audio", Audio())
 
 
 def stratified_test_indices(categories: list[str], per_category: int, seed: int = 42) -> list[int]:

@@ -137,3 +137,39 @@ def test_corrupt_file(tmp_path):
 def test_longer_than_the_model_limit():
     with pytest.raises(ValueError, match="sample 1: audio is 41.0 minutes long; Voxtral accepts at most 40 minutes"):
         load_audio({"array": np.zeros(41 * 60 * 8000, np.int16), "sampling_rate": 8000}, index=1)
+
+
+def hub_layout_mp3_dataset(folder, rows=2, rate=22050, seconds=13.4):
+    """A sound-folder dataset like Big Bench Audio on the Hub: metadata.jsonl + 22.05 kHz MP3."""
+    import json
+
+    (folder / "data").mkdir(parents=True)
+    t = np.arange(int(seconds * rate)) / rate
+    with open(folder / "metadata.jsonl", "w") as meta:
+        for i in range(rows):
+            wav = folder / f"{i}.wav"
+            sf.write(wav, (0.3 * np.sin(2 * np.pi * (220 + 40 * i) * t) * np.sin(3 * t)).astype(np.float32), rate)
+            subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), "-ar", str(rate), "-ac", "1",
+                            str(folder / "data" / f"question_{i}.mp3")], check=True)
+            wav.unlink()
+            meta.write(json.dumps({"category": "navigate", "official_answer": "Yes",
+                                   "file_name": f"data/question_{i}.mp3", "id": i}) + "\n")
+    return folder
+
+
+def test_a_row_decodes_to_the_same_samples_every_time(tmp_path):
+    """Big Bench Audio is 22.05 kHz MP3. Resampling inside the decoder (`Audio(sampling_rate=16000)`)
+    gave a second read of the same row's decoder one sample more, shifted; decoding at the file's
+    own rate and resampling in `load_audio` gives the same samples on every read."""
+    from dataclasses import replace
+
+    from helpers.data import load_dataset_for_profile
+    from helpers.profiles import get_profile
+
+    folder = hub_layout_mp3_dataset(tmp_path / "big_bench_audio")
+    dataset = load_dataset_for_profile(replace(get_profile("full"), dataset_id=str(folder)))
+    row = dataset[0]
+    first, again, fresh = load_audio(row["audio"]), load_audio(row["audio"]), load_audio(dataset[0]["audio"])
+    assert np.array_equal(first, again) and np.array_equal(first, fresh)
+    assert abs(len(first) / SAMPLING_RATE - 13.4) < 0.1
+    assert not np.array_equal(first, load_audio(dataset[1]["audio"]))
