@@ -1,6 +1,8 @@
 # Two commands for a fresh Debian/Ubuntu machine (Python >= 3.10):
 #   make tutorial   set up .venv, then run all five notebooks headless (executed copies in executed/)
-#   make test       set up .venv, then run the test suite (pytest for helpers, nbval for notebooks)
+#   make test       set up .venv, then run the quick tests (pytest for helpers, nbval for the notebooks, tiny profile)
+# `make check` is what CI runs: the quick tests plus the extended ones (the notebooks in the full profile
+# against Hub-layout stand-ins, a Colab emulation, killed training runs, ...).
 # `make bench` runs the CPU benchmarks, `make bench-gpu` the GPU ones. Everything lands in .venv/ at the repo root.
 
 SHELL := /bin/bash
@@ -16,7 +18,12 @@ TORCH_SPEC ?= $(if $(HAS_GPU),torch torchcodec,torch==2.13.0 torchcodec<0.14)
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 EXECUTED := executed
 
-.PHONY: setup system-packages tutorial test bench bench-gpu clean
+# The tests run the offline tiny profile unless asked otherwise: `make test TEST_PROFILE=full` on a GPU
+# (its checked notebook outputs are the tiny profile's, so nbval will report those cells).
+TEST_PROFILE ?= tiny
+PYTEST := $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --durations=15 -p no:cacheprovider
+
+.PHONY: setup system-packages tutorial test check bench bench-gpu clean
 
 system-packages:
 	@missing=""; \
@@ -48,7 +55,10 @@ tutorial: setup
 	@echo "Executed notebooks, with outputs: $(CURDIR)/$(EXECUTED)/"
 
 test: setup
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --durations=15 -p no:cacheprovider
+	VOXTRAL_PROFILE=$(TEST_PROFILE) $(PYTEST) -m "not extended"
+
+check: setup
+	VOXTRAL_PROFILE=$(TEST_PROFILE) $(PYTEST)
 
 bench: setup
 	$(PY) benchmarks/run.py

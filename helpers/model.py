@@ -189,7 +189,9 @@ def fetch_adapter(adapter: str | os.PathLike) -> Path:
 
 def _check_adapter(adapter: Path, profile: Profile) -> dict:
     if not adapter.is_dir():
-        raise FileNotFoundError(f"Adapter folder {str(adapter)!r} does not exist; train one in notebook 03 first.")
+        raise FileNotFoundError(
+            f"Adapter folder {str(adapter)!r} does not exist. Train one in notebook 03 (in Colab, keep outputs on "
+            "Google Drive in both notebooks), or set $VOXTRAL_ADAPTER to an adapter folder or a Hub repo id.")
     config_file = adapter / "adapter_config.json"
     if not config_file.exists():
         raise FileNotFoundError(f"{str(adapter)!r} has no adapter_config.json: it is not a LoRA adapter folder.")
@@ -255,14 +257,17 @@ def load_model_and_processor(profile: Profile, adapter: str | os.PathLike | None
     if use_4bit:
         kwargs["quantization_config"] = quantization_config(dtype)
         kwargs["device_map"] = {"": 0}
+    elif torch.cuda.is_available() and device in (None, "cuda"):
+        # Straight onto the GPU: a copy in CPU memory first would need 9.4 GB of Colab's 12 GB of RAM.
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
     try:
         model = VoxtralForConditionalGeneration.from_pretrained(profile.model_id, **kwargs)
     except OSError as error:
         if profile.is_tiny:
             raise
         raise _hub_advice(profile, error) from None  # the advice says it all; no traceback wall
-    if not use_4bit:
-        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if "device_map" not in kwargs:
+        model.to(device or "cpu")
     processor = load_processor(profile, adapter)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
