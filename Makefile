@@ -23,7 +23,7 @@ EXECUTED := executed
 TEST_PROFILE ?= tiny
 PYTEST := $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --durations=15 -p no:cacheprovider
 
-.PHONY: setup system-packages tutorial test check bench bench-gpu clean
+.PHONY: setup system-packages tutorial test check bench bench-gpu rehearsal clean
 
 system-packages:
 	@missing=""; \
@@ -67,6 +67,13 @@ bench: setup
 bench-gpu: setup
 	$(PY) benchmarks/train_step.py --json benchmarks/results/gpu_train_step.json
 	$(PY) benchmarks/evaluation_full_size.py --json benchmarks/results/gpu_evaluation.json
+
+# On a GPU: the five notebooks in the full profile against a full-size stand-in of the Hub repos, as the
+# card is and as a T4 (fp16, 4-bit, 15 GiB); per-notebook time and peak memory in benchmarks/results/.
+REHEARSAL_STEPS ?= 20
+rehearsal: setup
+	$(PY) tools/rehearsal.py --size full --card native --max-steps $(REHEARSAL_STEPS) --json benchmarks/results/rehearsal_native.json
+	$(PY) tools/rehearsal.py --size full --card t4 --max-steps $(REHEARSAL_STEPS) --json benchmarks/results/rehearsal_t4.json
 
 clean:
 	rm -rf $(EXECUTED) outputs .pytest_cache

@@ -110,7 +110,12 @@ def main(argv=None) -> int:
     action.add_argument("--store", action="store_true", help=f"record checked outputs in {EXPECTED.relative_to(ROOT)}")
     arguments = parser.parse_args(argv)
 
+    import torch
+
     from helpers.standin import ensure_standins
+
+    if arguments.size == "full" and not torch.cuda.is_available():
+        parser.error("--size full is Voxtral-Mini-3B's size (4.7B parameters): it needs a CUDA GPU. Use --size small here.")
 
     started = time.perf_counter()
     standins = ensure_standins(size=arguments.size, rows=arguments.rows)
