@@ -115,8 +115,52 @@ def baselines(answers_by_category: dict[str, list[str]], reference: dict[str, li
     return out
 
 
+def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval for an accuracy of `correct` out of `total`.
+
+    With 25 questions per category an accuracy of 80% is only known to about +-16 points, which
+    is why every accuracy here comes with its interval.
+    """
+    from scipy.stats import binomtest
+
+    interval = binomtest(correct, total).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+@dataclass
+class McNemarResult:
+    only_after: int  # questions the second model answers right and the first wrong
+    only_before: int  # and the other way round
+    p_value: float
+    summary: str
+
+
+def mcnemar(before: list[dict], after: list[dict]) -> McNemarResult:
+    """Exact McNemar test: did the second model (`after`) change accuracy on the same questions?
+
+    Only the questions on which the two disagree carry information; under "no change" each of
+    them is equally likely to favour either model, so their split is a fair coin's (exact
+    binomial, two-sided).
+    """
+    from scipy.stats import binomtest
+
+    if [p["id"] for p in before] != [p["id"] for p in after]:
+        raise ValueError("McNemar's test compares two evaluations of the same rows, in the same order; "
+                         f"got {len(before)} and {len(after)} rows with different ids.")
+    only_after = sum(a["correct"] and not b["correct"] for b, a in zip(before, after))
+    only_before = sum(b["correct"] and not a["correct"] for b, a in zip(before, after))
+    discordant = only_after + only_before
+    p_value = 1.0 if discordant == 0 else float(binomtest(only_after, discordant, 0.5).pvalue)
+    verdict = ("a difference this lopsided would be rare (p < 0.05) if fine-tuning changed nothing"
+               if p_value < 0.05 else "no evidence of a difference at this size: the change could be chance")
+    summary = (f"Fine-tuning fixed {only_after} answers and broke {only_before} on the same {len(before)} "
+               f"questions; exact McNemar p = {p_value:.3f}: {verdict}.")
+    return McNemarResult(only_after, only_before, p_value, summary)
+
+
 def accuracy_table(predictions: list[dict], reference: dict[str, list[str]] | None = None):
-    """Per-category and overall accuracy, unparseable rate and both baselines, as a DataFrame."""
+    """Per-category and overall accuracy with its Wilson 95% interval, unparseable rate and both
+    baselines, as a DataFrame."""
     import pandas as pd
 
     by_category: dict[str, list[dict]] = {}
@@ -129,6 +173,7 @@ def accuracy_table(predictions: list[dict], reference: dict[str, list[str]] | No
         rows[category] = {
             "n": len(ps),
             "accuracy": sum(p["correct"] for p in ps) / len(ps),
+            **dict(zip(("ci_low", "ci_high"), wilson_interval(sum(p["correct"] for p in ps), len(ps)))),
             "unparseable": sum(p["parsed"] is None for p in ps) / len(ps),
             "majority_baseline": base[category]["majority_baseline"],
             "random_baseline": base[category]["random_baseline"],
@@ -137,6 +182,7 @@ def accuracy_table(predictions: list[dict], reference: dict[str, list[str]] | No
     rows["overall"] = {
         "n": total,
         "accuracy": sum(p["correct"] for p in predictions) / total,
+        **dict(zip(("ci_low", "ci_high"), wilson_interval(sum(p["correct"] for p in predictions), total))),
         "unparseable": sum(p["parsed"] is None for p in predictions) / total,
         # overall baselines weight each category by its share of the evaluated rows
         "majority_baseline": sum(rows[c]["majority_baseline"] * rows[c]["n"] for c in by_category) / total,

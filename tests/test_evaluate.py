@@ -67,3 +67,38 @@ def test_batched_generation_equals_the_published_one_at_a_time_way(model_and_pro
 def test_evaluate_refuses_an_empty_dataset(model_and_processor, splits):
     with pytest.raises(ValueError, match="empty dataset"):
         evaluate(*model_and_processor, splits["test"].select([]))
+
+
+def _predictions(correct: list[bool], category="navigate", start=0):
+    return [{"id": start + i, "category": category, "answer": "Yes", "prediction": "Yes" if ok else "No",
+             "parsed": "Yes" if ok else "No", "correct": ok} for i, ok in enumerate(correct)]
+
+
+def test_accuracy_table_has_wilson_intervals():
+    from helpers.evaluate import accuracy_table, wilson_interval
+
+    low, high = wilson_interval(20, 25)
+    # Wilson score interval, z = 1.96: centre (k + z^2/2) / (n + z^2), half-width z*sqrt(k(n-k)/n + z^2/4) / (n + z^2)
+    z = 1.959964
+    centre = (20 + z * z / 2) / (25 + z * z)
+    half = z * ((20 * 5 / 25 + z * z / 4) ** 0.5) / (25 + z * z)
+    assert low == pytest.approx(centre - half, abs=1e-4) and high == pytest.approx(centre + half, abs=1e-4)
+    assert wilson_interval(0, 25)[0] == 0 and wilson_interval(25, 25)[1] == pytest.approx(1)
+    assert high - low > 0.3  # 25 rows: about +-16 points around 80%
+    table = accuracy_table(_predictions([True] * 20 + [False] * 5))
+    assert table.loc["overall", "ci_low"] == pytest.approx(low) and table.loc["overall", "ci_high"] == pytest.approx(high)
+
+
+def test_mcnemar_exact_on_the_same_rows():
+    from helpers.evaluate import mcnemar
+
+    before = _predictions([False] * 8 + [True] * 1 + [True] * 10 + [False] * 6)
+    after = _predictions([True] * 8 + [False] * 1 + [True] * 10 + [False] * 6)
+    result = mcnemar(before, after)
+    assert (result.only_after, result.only_before) == (8, 1)
+    assert result.p_value == pytest.approx(2 * (1 + 9) / 2**9)  # exact binomial, two-sided
+    assert "8" in result.summary and "1" in result.summary and "0.039" in result.summary
+    same = mcnemar(before, before)
+    assert same.p_value == 1.0 and "no evidence" in same.summary.lower()
+    with pytest.raises(ValueError, match="same rows"):
+        mcnemar(before, after[:-1])
