@@ -125,6 +125,8 @@ def lab(tools, tmp_path_factory, profile):
     root, port, token = tmp_path_factory.mktemp("lab"), free_port(), secrets.token_hex(16)
     prepare_notebooks(root)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for stale in SCREENSHOTS.glob("*-failed.png"):  # a failure shot from an earlier run would mislead
+        stale.unlink()
     env = {key: value for key, value in os.environ.items()  # this machine's model, adapter, dtype... stay out
            if not key.startswith("VOXTRAL_") or key == "VOXTRAL_TUTORIAL_CACHE"}
     env.update(VOXTRAL_PROFILE="tiny", VOXTRAL_OUTPUTS=str(root / "outputs"),
