@@ -23,7 +23,7 @@ EXECUTED := executed
 TEST_PROFILE ?= tiny
 PYTEST := $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --durations=15 -p no:cacheprovider
 
-.PHONY: setup system-packages tutorial test check bench bench-gpu rehearsal clean
+.PHONY: setup system-packages browser tutorial test check bench bench-gpu rehearsal clean
 
 system-packages:
 	@missing=""; \
@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml | system-packages
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(foreach p,$(TORCH_SPEC),"$(p)")
-	$(PY) -m pip install -q -e ".[test,notebooks]" $(if $(HAS_GPU),".[gpu]")
+	$(PY) -m pip install -q -e ".[test,notebooks,demo]" $(if $(HAS_GPU),".[gpu]")
 	@touch $(STAMP)
 
 setup: system-packages $(STAMP)
@@ -57,7 +57,11 @@ tutorial: setup
 test: setup
 	VOXTRAL_PROFILE=$(TEST_PROFILE) $(PYTEST) -m "not extended"
 
-check: setup
+# tests/test_browser.py drives a real Chromium (Debian's, no Playwright download): installed once here.
+browser: setup
+	tools/install_browser.sh
+
+check: setup browser
 	VOXTRAL_PROFILE=$(TEST_PROFILE) $(PYTEST)
 
 bench: setup

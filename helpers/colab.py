@@ -82,7 +82,7 @@ def setup(source: str, gpu: bool | None = None) -> bool:
     torch_version = _installed("torch")
     before = _imported_distribution_versions()
 
-    requirement = f"{DISTRIBUTION}{'[gpu]' if gpu else ''} @ {source}"
+    requirement = f"{DISTRIBUTION}[{'demo,gpu' if gpu else 'demo'}] @ {source}"
     packages = [requirement]
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
         for name in ("torch", "torchvision", "torchaudio"):  # keep Colab's CUDA builds as they are

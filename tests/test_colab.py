@@ -53,7 +53,7 @@ def test_setup_on_a_gpu_runtime_keeps_torch_and_adds_bitsandbytes(recorded, monk
     restart = colab.setup("git+https://example.org/fork@main", gpu=True)
     pip = recorded[0]
     assert pip[:4] == [sys.executable, "-m", "pip", "install"]
-    assert "voxtral-tutorial-helpers[gpu] @ git+https://example.org/fork@main" in pip
+    assert "voxtral-tutorial-helpers[demo,gpu] @ git+https://example.org/fork@main" in pip
     assert "torchcodec==0.9.*" in pip
     assert "<constraints: torch==2.9.0+cu126\ntorchvision==0.24.0+cu126>" in pip  # never reinstalled
     assert len(recorded) == 1  # espeak-ng and ffmpeg present: no apt-get
