@@ -8,7 +8,6 @@ the notebooks load it through exactly the calls the `full` profile uses:
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,26 +132,14 @@ def build_tiny_model(model_dir: Path) -> Path:
 def ensure_tiny_assets(root: Path | None = None, rebuild: bool = False) -> TinyAssets:
     """Build the tiny model and dataset once; later calls return the cached paths."""
     from helpers import synthetic
+    from helpers.standin import build_once
 
     root = Path(root) if root else cache_dir() / f"tiny-v{TINY_VERSION}"
     assets = TinyAssets(root=root, model_dir=root / "model", dataset_dir=root / "big_bench_audio_tiny")
-    stamp = root / "COMPLETE"
-    if stamp.exists() and not rebuild:
-        return assets
-    from filelock import FileLock
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    # Two processes (a notebook and a test run, say) may ask at once: one builds, the other waits.
-    with FileLock(str(root) + ".lock"):
-        if stamp.exists() and not rebuild:
-            return assets
-        if root.exists():
-            shutil.rmtree(root)
-        tmp = root.with_name(root.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    def build(tmp: Path) -> None:
         build_tiny_model(tmp / "model")
         synthetic.write_dataset(tmp / "big_bench_audio_tiny")
-        (tmp / "COMPLETE").write_text(TINY_VERSION)
-        tmp.rename(root)  # atomic: a half-built cache is never mistaken for a finished one
+
+    build_once(root, build, TINY_VERSION, rebuild=rebuild)
     return assets
