@@ -1,0 +1,439 @@
+"""Training that a dying runtime cannot spoil: run the training cell again and it carries on.
+
+`train(trainer)` replaces `trainer.train()`:
+
+* it resumes from the newest *complete* checkpoint in `trainer.args.output_dir`; a checkpoint torn
+  by a kill while it was being saved is moved aside (to `torn-checkpoint-N`) with a warning;
+* it trains from the start when there is no checkpoint yet, and only loads the result when the
+  run already finished;
+* when the GPU runs out of memory it halves the micro-batch and doubles gradient accumulation
+  (same effective batch, same update), turns activation checkpointing on, and continues from
+  the last finished optimizer step;
+* when the disk fills up while saving it removes the half-written checkpoint and says how much
+  space a checkpoint needs.
+
+`check_adapter_files(folder)` says which file of an adapter folder is damaged, and why.
+"""
+from __future__ import annotations
+
+import errno
+import gc
+import json
+import random
+import re
+import shutil
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+TRAINER_STATE = "trainer_state.json"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# Written by Trainer after the weights; without them a resume silently restarts Adam, the
+# learning-rate schedule or the dropout random numbers (Trainer only logs that they are missing).
+TRAINING_STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state*.pth")
+TORN_PREFIX = "torn-"
+CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+_SAVE_AGAIN = ("Save the adapter again (notebook 03), or use the adapter in the newest complete "
+               "checkpoint-* folder of the training output.")
+
+
+class IncompleteCheckpointWarning(UserWarning):
+    """A checkpoint folder could not be resumed from (it was cut off while being saved)."""
+
+
+# -- checking files ------------------------------------------------------------------------
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_safetensors_file(path) -> list[str]:
+    """The tensor names in a `.safetensors` file; a `ValueError` naming the file if it is cut off."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"'{path}' is missing.")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            names = list(handle.keys())
+    except SafetensorError as error:
+        raise ValueError(f"'{path}' is damaged ({_first_line(error)}; {path.stat().st_size:,} bytes): "
+                         f"it was cut off while being written. {_SAVE_AGAIN}") from None
+    if not names:
+        raise ValueError(f"'{path}' holds no tensors. {_SAVE_AGAIN}")
+    return names
+
+
+def check_adapter_files(folder) -> dict:
+    """The LoRA adapter's configuration, once both of its files are known to be whole.
+
+    A save cut short (a runtime stopped mid-write, a full disk) leaves a truncated
+    `adapter_model.safetensors` or an unreadable `adapter_config.json`. This raises a `ValueError`
+    that names the damaged file (a `FileNotFoundError` for a missing one) instead of letting
+    safetensors fail later with "incomplete metadata".
+    """
+    folder = Path(folder)
+    config_file = folder / ADAPTER_CONFIG
+    if not config_file.is_file():
+        raise FileNotFoundError(f"'{config_file}' is missing: '{folder}' is not a complete LoRA adapter folder.")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"'{config_file}' is not valid JSON ({error}): it was cut off while being written. "
+                         f"{_SAVE_AGAIN}") from None
+    if not isinstance(config, dict) or "peft_type" not in config:
+        raise ValueError(f"'{config_file}' is not a LoRA adapter configuration (it has no 'peft_type'). {_SAVE_AGAIN}")
+    check_safetensors_file(folder / ADAPTER_WEIGHTS)
+    return config
+
+
+def _torch_file_problem(path: Path) -> str | None:
+    # torch.save writes a zip archive whose directory comes last: a file cut off anywhere has
+    # none, and the stored checksums catch the rest, without unpickling anything.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        return f"{path.name} is damaged ({_first_line(error)}; {path.stat().st_size:,} bytes)"
+    return f"{path.name} is damaged ({broken} fails its checksum)" if broken else None
+
+
+def checkpoint_step(folder) -> int | None:
+    match = CHECKPOINT_NAME.fullmatch(Path(folder).name)
+    return int(match.group(1)) if match else None
+
+
+def checkpoint_problem(folder, with_training_state: bool = True) -> str | None:
+    """Why the checkpoint `folder` cannot be resumed from, or None when it is complete.
+
+    Complete means: `trainer_state.json` readable and for the folder's step, the weights readable
+    (`adapter_config.json` + `adapter_model.safetensors`, or `model*.safetensors`), and, unless
+    `with_training_state=False` (`save_only_model`), the optimizer, scheduler and random-number
+    states present and whole.
+    """
+    from transformers import TrainerState
+
+    folder = Path(folder)
+    try:
+        state = TrainerState.load_from_json(str(folder / TRAINER_STATE))
+    except FileNotFoundError:
+        return f"{TRAINER_STATE} is missing"
+    except (OSError, ValueError, TypeError) as error:
+        return f"{TRAINER_STATE} is unreadable ({_first_line(error)})"
+    step = checkpoint_step(folder)
+    if step is not None and state.global_step != step:
+        return f"{TRAINER_STATE} is for step {state.global_step}, not {step}"
+    try:
+        if (folder / ADAPTER_CONFIG).exists() or (folder / ADAPTER_WEIGHTS).exists():
+            check_adapter_files(folder)
+        else:
+            weights = sorted(folder.glob("model*.safetensors"))
+            if not weights:
+                return "it holds no model weights"
+            for file in weights:
+                check_safetensors_file(file)
+    except (OSError, ValueError) as error:
+        return _first_line(error)
+    if with_training_state:
+        for pattern in TRAINING_STATE_FILES:
+            if not any(folder.glob(pattern)):
+                return f"{pattern.replace('*', '')} is missing"
+    for file in sorted([*folder.glob("*.pt"), *folder.glob("*.pth"), *folder.glob("*.bin")]):
+        problem = _torch_file_problem(file)
+        if problem:
+            return problem
+    return None
+
+
+def _checkpoint_folders(output_dir: Path) -> list[Path]:
+    if not output_dir.is_dir():
+        return []
+    folders = [p for p in output_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
+    return sorted(folders, key=checkpoint_step)
+
+
+def _set_aside(folder: Path) -> Path:
+    aside = folder.with_name(TORN_PREFIX + folder.name)
+    if aside.exists():
+        shutil.rmtree(aside)
+    folder.rename(aside)
+    return aside
+
+
+def last_complete_checkpoint(output_dir, with_training_state: bool = True) -> Path | None:
+    """The newest checkpoint in `output_dir` that can be resumed from, or None.
+
+    Newer ones that are torn are renamed `torn-checkpoint-N`, with a warning that names them.
+    Moving rather than leaving them: Trainer counts every `checkpoint-*` folder against
+    `save_total_limit` (newest by time first), so a torn one would be kept while a complete one
+    is deleted, and saving step N again would mix new files with the torn ones. Moving rather
+    than deleting: a rename costs nothing and keeps whatever was written for a look.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    while (newest := get_last_checkpoint(str(output_dir))) is not None:
+        newest = Path(newest)
+        problem = checkpoint_problem(newest, with_training_state)
+        if problem is None:
+            return newest
+        aside = _set_aside(newest)
+        warnings.warn(f"Checkpoint '{newest}' is incomplete ({problem}): training probably stopped while it "
+                      f"was being saved. It was moved to '{aside.name}'; training goes on from the checkpoint "
+                      "before it.", IncompleteCheckpointWarning, stacklevel=2)
+    return None
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def _size(num_bytes: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if num_bytes < 1000 or unit == "GB":
+            return f"{num_bytes:.0f} {unit}" if unit == "bytes" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1000
+    raise AssertionError("unreachable")
+
+
+# -- out of memory -------------------------------------------------------------------------
+
+def _random_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_random_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.random.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _LastFinishedStep(TrainerCallback):
+    """The random-number state at the end of the newest optimizer step (or at the start).
+
+    A step that fails half-way has already drawn dropout masks; a checkpoint written after the
+    failure must hold the state from before them, as the Trainer's own checkpoint at that step would.
+    """
+
+    def __init__(self):
+        self.random_state = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.random_state = _random_state()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.random_state = _random_state()
+
+
+def smaller_training_tier(micro_batch: int, accumulation: int, checkpointing: bool) -> tuple[int, int] | None:
+    """(micro-batch, accumulation) one step down, with checkpointing on and the same effective batch.
+
+    The micro-batch halves (or drops to its largest divisor below half, so the effective batch
+    still divides); None when it is already 1 with checkpointing: nothing smaller is left.
+    """
+    if micro_batch == 1 and checkpointing:
+        return None
+    smaller = max(d for d in range(1, micro_batch // 2 + 1) if micro_batch % d == 0) if micro_batch > 1 else 1
+    return smaller, accumulation * micro_batch // smaller
+
+
+def _save_last_finished_step(trainer, memory: _LastFinishedStep) -> None:
+    """A checkpoint at the last finished optimizer step, unless the Trainer saved that step itself."""
+    step = trainer.state.global_step
+    existing = Path(trainer.args.output_dir) / f"checkpoint-{step}"
+    if existing.is_dir() and checkpoint_problem(existing, not trainer.args.save_only_model) is None:
+        return
+    if memory.random_state is not None:
+        _restore_random_state(memory.random_state)
+    trainer._save_checkpoint(trainer.model, trial=None)
+
+
+def _step_down(trainer, tier: tuple[int, int]) -> None:
+    args = trainer.args
+    micro, accumulation = args.per_device_train_batch_size, args.gradient_accumulation_steps
+    smaller, more = tier
+    step = trainer.state.global_step
+    was = f"micro-batch {micro} x {accumulation}" + (" with checkpointing" if args.activation_checkpointing else "")
+    print(f"Out of GPU memory in step {step + 1} ({was}): continuing from step {step} with micro-batch "
+          f"{smaller} x {more} and activation checkpointing; the effective batch stays {micro * accumulation}.")
+    args.per_device_train_batch_size = smaller
+    args.per_device_eval_batch_size = min(args.per_device_eval_batch_size, smaller)
+    args.gradient_accumulation_steps = more
+    args.activation_checkpointing = True
+    # Reentrant checkpointing returns no gradients for LoRA layers behind frozen embeddings.
+    args.activation_checkpointing_kwargs = args.activation_checkpointing_kwargs or {"use_reentrant": False}
+    trainer._train_batch_size = args.train_batch_size  # what Trainer builds its training DataLoader from
+
+
+def _recover_from_out_of_memory(trainer, memory: _LastFinishedStep, reason: str) -> None:
+    trainer.model.zero_grad(set_to_none=True)  # the failed step's half-accumulated gradients
+    # Trainer wraps the optimizer again on the next train(); hand it the bare one.
+    trainer.optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    args = trainer.args
+    tier = smaller_training_tier(args.per_device_train_batch_size, args.gradient_accumulation_steps,
+                                 bool(args.activation_checkpointing))
+    if tier is not None:
+        trainer.state.train_batch_size = tier[0] * max(1, args.n_gpu)  # recorded in the checkpoint below
+    _save_last_finished_step(trainer, memory)
+    if tier is None:
+        step = trainer.state.global_step
+        raise OutOfMemoryError(
+            f"Out of GPU memory in step {step + 1} even with micro-batch 1 and activation checkpointing "
+            f"({reason}). Free the GPU (restart the runtime so that no other model holds memory), load the "
+            f"model in 4-bit (load_in_4bit=True) or train on shorter audio, then run this cell again: training "
+            f"continues from step {step} (saved in '{trainer.args.output_dir}').")
+    _step_down(trainer, tier)
+
+
+# -- full disk -----------------------------------------------------------------------------
+
+def _causes(error: BaseException):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _state_size_estimate(trainer) -> int:
+    # the trainable weights, and Adam's two running averages of the same size
+    return 3 * sum(p.numel() * p.element_size() for p in trainer.model.parameters() if p.requires_grad)
+
+
+def _is_full_disk(error: BaseException, trainer) -> bool:
+    causes = list(_causes(error))
+    for cause in causes:
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(cause) or "os error 28" in str(cause):  # safetensors' message
+            return True
+    # torch.save on a full disk fails in its zip writer with a RuntimeError and no errno
+    if any(word in str(cause) for cause in causes for word in ("PytorchStreamWriter", "inline_container", "iostream")):
+        output_dir = Path(trainer.args.output_dir)
+        if output_dir.exists():
+            return shutil.disk_usage(output_dir).free < _state_size_estimate(trainer) + 2**20
+    return False
+
+
+def _full_disk_error(trainer, error: BaseException) -> OSError:
+    output_dir = Path(trainer.args.output_dir)
+    with_state = not trainer.args.save_only_model
+    partial = [f for f in _checkpoint_folders(output_dir) if checkpoint_problem(f, with_state) is not None]
+    for folder in partial:
+        shutil.rmtree(folder, ignore_errors=True)
+    complete = [f for f in _checkpoint_folders(output_dir) if checkpoint_problem(f, with_state) is None]
+    last = complete[-1] if complete else None
+    needed = _folder_size(last) if last else _state_size_estimate(trainer)
+    free = shutil.disk_usage(output_dir).free if output_dir.exists() else 0
+    message = (f"The disk is full: saving the training state in '{output_dir}' failed ({_first_line(error)}). "
+               f"A checkpoint takes about {_size(needed)}; {_size(free)} are free. ")
+    if partial:
+        message += f"The incomplete {', '.join(f.name for f in partial)} was removed. "
+    if last:
+        message += (f"{last.name} is intact. Free some space (old adapters, merged models, outputs you no longer "
+                    f"need) and run this cell again: training continues from step {checkpoint_step(last)}.")
+    else:
+        message += ("No checkpoint was saved yet. Free some space (old adapters, merged models, outputs you no "
+                    "longer need) and run this cell again.")
+    return OSError(errno.ENOSPC, message)
+
+
+# -- the training loop ---------------------------------------------------------------------
+
+def planned_steps(trainer) -> int:
+    """The optimizer steps the trainer's arguments and dataset make, as Trainer counts them."""
+    return trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]
+
+
+def _warn_if_planned_otherwise(checkpoint: Path, steps: int) -> None:
+    from transformers import TrainerState
+
+    planned = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE)).max_steps
+    if planned != steps:
+        warnings.warn(f"'{checkpoint}' was saved by a run of {planned} steps, and this trainer plans {steps} (other "
+                      "epochs, rows or batch size). Going on from it; to train the new plan from scratch, use another "
+                      "output_dir or delete this one.", stacklevel=3)
+
+
+def _load_finished(trainer, checkpoint: Path):
+    """Load a finished run instead of training again: the final weights, state and metrics."""
+    from transformers import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    state = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE))
+    try:  # written by `train` at the very end: the history with the final train_loss
+        final = TrainerState.load_from_json(str(Path(trainer.args.output_dir) / TRAINER_STATE))
+        if final.global_step == state.global_step:
+            state = final
+    except (OSError, ValueError, TypeError):
+        pass
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = state
+    metrics = next(({k: v for k, v in entry.items() if k != "step"}
+                    for entry in reversed(state.log_history) if "train_loss" in entry), {})
+    losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+    loss = metrics.get("train_loss", sum(losses) / len(losses) if losses else float("nan"))
+    print(f"Training already finished: {checkpoint.name} in '{trainer.args.output_dir}' holds all "
+          f"{state.global_step} steps. Loaded it instead of training again (delete the folder to train "
+          "from scratch).")
+    return TrainOutput(state.global_step, loss, metrics)
+
+
+def train(trainer):
+    """`trainer.train()` that carries on where the last run stopped; returns its `TrainOutput`.
+
+    Run it again after the runtime died and it resumes from the newest complete checkpoint in
+    `trainer.args.output_dir` (torn ones are moved aside with a warning), or starts from the
+    beginning when there is none. Run it after training finished and it trains nothing: it loads
+    the final checkpoint into the model and returns the recorded result. Out of GPU memory, it
+    steps down to a smaller micro-batch with the same effective batch and continues from the last
+    finished step; on a full disk it raises an `OSError` that says how much space is needed.
+    """
+    output_dir = Path(trainer.args.output_dir)
+    memory = _LastFinishedStep()
+    trainer.add_callback(memory)
+    try:
+        while True:
+            checkpoint = last_complete_checkpoint(output_dir, not trainer.args.save_only_model)
+            steps = planned_steps(trainer)
+            if checkpoint is not None:
+                _warn_if_planned_otherwise(checkpoint, steps)
+            if checkpoint is not None and checkpoint_step(checkpoint) >= steps:
+                return _load_finished(trainer, checkpoint)
+            if checkpoint is None:
+                print(f"Training from the start: no checkpoint in '{output_dir}' yet ({steps} steps).")
+            else:
+                step = checkpoint_step(checkpoint)
+                print(f"Resuming from {checkpoint.name} in '{output_dir}': step {step} of {steps}.")
+            try:
+                result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+                trainer.save_state()
+                return result
+            except OutOfMemoryError as error:
+                reason = _first_line(error)  # only the text: the exception holds the failed step's tensors
+            _recover_from_out_of_memory(trainer, memory, reason)
+    except Exception as error:
+        if _is_full_disk(error, trainer):
+            raise _full_disk_error(trainer, error) from None
+        raise
+    finally:
+        trainer.remove_callback(memory)
