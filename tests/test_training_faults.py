@@ -358,7 +358,8 @@ def fork_server(request):
     Started with the module's first test when any kill test is selected, so the imports run on the
     second core while the in-process tests above run on the first.
     """
-    if not any("worker" in item.fixturenames for item in request.session.items):
+    wanted = any("worker" in item.fixturenames for item in request.session.items)
+    if not wanted or "forkserver" not in multiprocessing.get_all_start_methods():
         return None
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(training_worker.PRELOAD)
@@ -369,6 +370,8 @@ def fork_server(request):
 @pytest.fixture(scope="module")
 def worker(fork_server, featurized, tmp_path_factory):
     """Starts training processes on rows featurized once (saved to disk for them)."""
+    if fork_server is None:
+        pytest.skip("the kill tests need a fork server (Linux, macOS)")
     features = tmp_path_factory.mktemp("features") / "rows"
     featurized.save_to_disk(str(features))
 
