@@ -197,14 +197,18 @@ def _check_adapter(adapter: Path, profile: Profile) -> dict:
         raise FileNotFoundError(f"{str(adapter)!r} has no adapter_config.json: it is not a LoRA adapter folder.")
     if not any(adapter.glob("adapter_model.safetensors")):
         raise FileNotFoundError(f"{str(adapter)!r} has no adapter_model.safetensors.")
-    config = json.loads(config_file.read_text())
-    base = config.get("base_model_name_or_path")
+    from helpers.training import check_adapter_files
+
+    try:
+        base = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    except (ValueError, AttributeError):
+        base = None  # check_adapter_files below names what is wrong with the file
     if base and base != profile.model_id and model_name(base) != model_name(profile.model_id):
         raise ValueError(
             f"Adapter {str(adapter)!r} was trained on {base!r}, but this profile's model is "
             f"{profile.model_id!r}. Load it with the profile it was trained in."
         )
-    return config
+    return check_adapter_files(adapter)  # a save cut short: a ValueError naming the file, not a safetensors traceback
 
 
 def _processor_folder(folder: Path) -> bool:

@@ -307,3 +307,11 @@ def test_login_advice_uses_the_installed_command(monkeypatch, tmp_path):
         training_arguments(get_profile("tiny"), tmp_path, push_to_hub=True, hub_model_id="me/x")
     assert "huggingface-cli" not in str(info.value)
     assert (Path(sys.executable).parent / "hf").exists() or shutil.which("hf")  # the command we advise exists
+
+
+def test_cut_off_adapter_is_a_clear_error(profile, fresh_model, processor, tmp_path):
+    saved = model_helpers.save_adapter(add_lora(fresh_model), processor, tmp_path / "adapter")
+    weights = saved / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ValueError, match="adapter_model.safetensors' is damaged"):
+        model_helpers.load_model_and_processor(profile, adapter=saved)
