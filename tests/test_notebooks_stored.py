@@ -8,8 +8,8 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9]*.ipy
 CHECK = "# NBVAL_CHECK_OUTPUT"
 
 
-def test_all_five_notebooks_exist():
-    assert [p.stem for p in NOTEBOOKS] == ["01_explore_data", "02_build_collator", "03_train_lora",
+def test_all_six_notebooks_exist():
+    assert [p.stem for p in NOTEBOOKS] == ["00_preflight", "01_explore_data", "02_build_collator", "03_train_lora",
                                           "04_inference", "05_pipeline"]
 
 
@@ -37,3 +37,8 @@ def test_notebooks_open_with_badge_setup_and_versions(path):
     assert '"google.colab" in sys.modules' in cells[2].source
     assert "environment_report(profile)" in cells[4].source
     assert not any("sys.path" in c.source for c in cells if c.cell_type == "code")
+
+
+def test_every_notebook_opens_with_the_same_setup_and_versions_cells():
+    openings = {path.stem: [c.source for c in nbformat.read(path, as_version=4).cells[1:5]] for path in NOTEBOOKS}
+    assert len({tuple(cells) for cells in openings.values()}) == 1, "run tools/set_repository.py, or copy cells 1-4"
