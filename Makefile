@@ -1,9 +1,11 @@
 # Two commands for a fresh Debian/Ubuntu machine (Python >= 3.10):
-#   make tutorial   set up .venv, then run all five notebooks headless (executed copies in executed/)
+#   make tutorial   set up .venv, then run all six notebooks headless (executed copies in executed/)
 #   make test       set up .venv, then run the quick tests (pytest for helpers, nbval for the notebooks, tiny profile)
 # `make check` is what CI runs: the quick tests plus the extended ones (the notebooks in the full profile
 # against Hub-layout stand-ins, a Colab emulation, killed training runs, ...).
 # `make bench` runs the CPU benchmarks, `make bench-gpu` the GPU ones. Everything lands in .venv/ at the repo root.
+# `make preflight` checks this machine (GPU, audio decoding, disk, the Hub or a mirror); `make mirror DIR=...`
+# copies the model and the dataset for machines without internet (workshop/README.md).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -23,7 +25,7 @@ EXECUTED := executed
 TEST_PROFILE ?= tiny
 PYTEST := $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --durations=15 -p no:cacheprovider
 
-.PHONY: setup system-packages browser tutorial test check bench bench-gpu rehearsal clean
+.PHONY: setup system-packages browser tutorial test check bench bench-gpu rehearsal preflight mirror clean
 
 system-packages:
 	@missing=""; \
@@ -78,6 +80,15 @@ REHEARSAL_STEPS ?= 20
 rehearsal: setup
 	$(PY) tools/rehearsal.py --size full --card native --max-steps $(REHEARSAL_STEPS) --json benchmarks/results/rehearsal_native.json
 	$(PY) tools/rehearsal.py --size full --card t4 --max-steps $(REHEARSAL_STEPS) --json benchmarks/results/rehearsal_t4.json
+
+# Is this machine ready? PASS / FAIL (with the fix) / INFO per check; exits 1 when a check fails.
+preflight: setup
+	$(PY) -m helpers.preflight
+
+# An offline copy of the model and the dataset: make mirror DIR=/media/usb-stick [MODEL=id-or-folder] [DATASET=id-or-folder]
+mirror: setup
+	@test -n "$(DIR)" || { echo "usage: make mirror DIR=/path/to/stick [MODEL=...] [DATASET=...]"; exit 2; }
+	$(PY) -m helpers.mirror "$(DIR)" $(if $(MODEL),--model "$(MODEL)") $(if $(DATASET),--dataset "$(DATASET)")
 
 clean:
 	rm -rf $(EXECUTED) outputs .pytest_cache
