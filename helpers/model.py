@@ -400,14 +400,14 @@ def training_arguments(profile: Profile, output_dir: str | os.PathLike, push_to_
 
 def make_trainer(model, processor, profile: Profile, train_dataset, eval_dataset=None, output_dir="outputs/lora",
                  callbacks=None, precompute: bool = True, **overrides):
-    """A `transformers.Trainer` wired with our collator and the profile's training arguments.
+    """A `transformers.Trainer` wired with our collator and the profile's training arguments; its loss
+    computes the output head only where the answer is learned (`helpers.training.AnswerLossTrainer`).
 
     With `precompute` (default) the audio features are computed once, before the first epoch,
     instead of in every batch of every epoch.
     """
-    from transformers import Trainer
-
     from helpers.collator import VoxtralAudioCollator, precompute_features
+    from helpers.training import AnswerLossTrainer
 
     if precompute:
         train_dataset = precompute_features(train_dataset, processor)
@@ -417,8 +417,8 @@ def make_trainer(model, processor, profile: Profile, train_dataset, eval_dataset
     args = training_arguments(profile, output_dir, **overrides)
     if eval_dataset is None:
         args.eval_strategy = "no"
-    return Trainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                   data_collator=VoxtralAudioCollator(processor, dtype=model_dtype(model)), callbacks=callbacks)
+    return AnswerLossTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                             data_collator=VoxtralAudioCollator(processor, dtype=model_dtype(model)), callbacks=callbacks)
 
 
 def save_adapter(model, processor, folder) -> Path:

@@ -78,3 +78,37 @@ def test_interrupted_training_resumes_to_the_same_adapter(profile, splits, tmp_p
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
     first = adapter_weights(tmp_path / "broken" / "checkpoint-3")
     assert any(not torch.equal(first[k], b[k]) for k in b)  # it did train past the interruption
+
+
+def test_loss_on_answer_positions_only_equals_the_full_logits_loss(profile, splits, tmp_path):
+    """The head and the loss computed where labels are learned (the answer, a few tokens) give the
+    loss and the LoRA gradients of the full-logits way; compared in float32 to 1e-6 (relative)."""
+    from transformers import Trainer
+
+    from helpers.collator import VoxtralAudioCollator
+    from helpers.training import AnswerLossTrainer
+
+    model, processor = lora_model(profile)
+    model.train()
+    rows = [splits["train"][i] for i in range(4)]
+    batch = VoxtralAudioCollator(processor)(rows)
+    assert (batch["labels"] != -100).sum() < 0.05 * batch["labels"].numel()  # few positions carry a label
+
+    trainer = make_trainer(model, processor, profile, splits["train"].select(range(8)),
+                           output_dir=tmp_path, precompute=False)
+    assert isinstance(trainer, AnswerLossTrainer)
+    results = {}
+    for name, compute in (("full logits", Trainer.compute_loss), ("answer only", AnswerLossTrainer.compute_loss)):
+        for items in (None, torch.tensor(int((batch["labels"][:, 1:] != -100).sum()) + 5)):
+            model.zero_grad()
+            torch.manual_seed(0)  # the same LoRA dropout masks in both
+            loss = compute(trainer, model, dict(batch), num_items_in_batch=items)
+            loss.backward()
+            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+            results[name, items is None] = (loss.detach(), grads)
+    for mean in (True, False):
+        (ours, our_grads), (theirs, their_grads) = results["answer only", mean], results["full logits", mean]
+        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+        assert our_grads.keys() == their_grads.keys() and len(our_grads) > 0
+        for name in our_grads:
+            torch.testing.assert_close(our_grads[name], their_grads[name], rtol=1e-5, atol=1e-7, msg=name)
