@@ -76,6 +76,8 @@ def run(environment: dict[str, str], workdir: Path, notebooks=NOTEBOOKS, timeout
         measured = json.loads(next(o["text"] for o in notebook.cells[-1].outputs
                                    if "REHEARSAL" in o.get("text", "")).split("REHEARSAL", 1)[1])
         notebook.cells.pop()
+        (workdir / "executed").mkdir(exist_ok=True)
+        nbformat.write(notebook, workdir / "executed" / path.name)  # to read what a learner would see
         peak = measured["peak_gib"]
         results.append({"notebook": path.stem, "seconds": round(seconds, 1),
                         "peak_gpu_gib": None if peak is None else round(peak, 2), "training": measured["training"],
