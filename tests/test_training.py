@@ -112,3 +112,36 @@ def test_loss_on_answer_positions_only_equals_the_full_logits_loss(profile, spli
         assert our_grads.keys() == their_grads.keys() and len(our_grads) > 0
         for name in our_grads:
             torch.testing.assert_close(our_grads[name], their_grads[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_frozen_audio_tower_is_not_recomputed_or_back_propagated(profile, splits):
+    """With activation checkpointing, transformers makes every sub-model's input embeddings require
+    gradients (`enable_input_require_grads`), the audio tower's included: its 32 frozen layers would
+    be recomputed and back-propagated through for nothing. Frozen, the tower's output carries no
+    gradient, and the LoRA gradients are unchanged."""
+    from helpers.collator import VoxtralAudioCollator
+    from helpers.model import audio_tower
+
+    model, processor = lora_model(profile)
+    model.train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    batch = VoxtralAudioCollator(processor)([splits["train"][i] for i in range(2)])
+    seen = []
+    handle = audio_tower(model).register_forward_hook(lambda m, i, out: seen.append(out.last_hidden_state.requires_grad))
+    backward_in_tower = []
+    for layer in audio_tower(model).layers:
+        layer.register_full_backward_hook(lambda *a: backward_in_tower.append(1))
+    torch.manual_seed(0)
+    model(**batch).loss.backward()
+    handle.remove()
+    assert seen == [False] and backward_in_tower == []
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert grads and all(g is not None for g in grads.values())
+
+    model.zero_grad()
+    model.gradient_checkpointing_disable()
+    torch.manual_seed(0)
+    model(**batch).loss.backward()
+    for name, grad in grads.items():  # the same LoRA gradients as without checkpointing
+        torch.testing.assert_close(grad, dict(model.named_parameters())[name].grad, rtol=1e-5, atol=1e-7, msg=name)
