@@ -429,7 +429,11 @@ def make_trainer(model, processor, profile: Profile, train_dataset, eval_dataset
         if eval_dataset is not None:
             eval_dataset = precompute_features(eval_dataset, processor)
 
+    from helpers.training import TimeBudget
+
     args = training_arguments(profile, output_dir, **overrides)
+    if profile.train_minutes:
+        callbacks = [*(callbacks or []), TimeBudget(profile.train_minutes)]
     if eval_dataset is None:
         args.eval_strategy = "no"
     return AnswerLossTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,

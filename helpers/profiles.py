@@ -17,6 +17,7 @@ MODEL_ENV = "VOXTRAL_MODEL"  # full profile: a Hub id or a local folder (a mirro
 DATASET_ENV = "VOXTRAL_DATASET"  # full profile: a Hub id or a local folder
 ADAPTER_ENV = "VOXTRAL_ADAPTER"  # notebooks 04-05: a local adapter folder or a Hub repo id
 MAX_STEPS_ENV = "VOXTRAL_MAX_STEPS"  # shortens training to this many optimizer steps (rehearsals, CI)
+TRAIN_MINUTES_ENV = "VOXTRAL_TRAIN_MINUTES"  # stops training after this many minutes, saved (a workshop's schedule)
 DTYPE_ENV = "VOXTRAL_DTYPE"  # float16 | bfloat16 | float32: overrides the choice from the hardware
 GPU_MEMORY_ENV = "VOXTRAL_GPU_MEMORY_GIB"  # use at most this much GPU memory (a big GPU rehearsing as a T4)
 DRIVE_ENV = "VOXTRAL_DRIVE"  # where Google Drive is mounted in Colab (default /content/drive)
@@ -49,6 +50,7 @@ class Profile:
     load_in_4bit: bool | None = None  # None: only on GPUs with 16 GB or less
     effective_batch_size: int = 16
     activation_checkpointing: bool | None = None  # None: only where memory requires
+    train_minutes: float | None = None  # stop training after this long, with a checkpoint (helpers.training.TimeBudget)
 
     @property
     def is_tiny(self) -> bool:
@@ -64,6 +66,7 @@ class Profile:
             + (f" (micro-batch {self.per_device_batch_size})" if self.per_device_batch_size
                else " (micro-batch from GPU memory)")
             + (f", at most {self.max_train_steps} steps" if self.max_train_steps > 0 else "")
+            + (f", at most {self.train_minutes:g} minutes at a time" if self.train_minutes else "")
         )
 
 
@@ -144,6 +147,14 @@ def _from_environment() -> dict:
         if not steps.isdigit() or int(steps) < 1:
             raise ValueError(f"${MAX_STEPS_ENV}={steps!r}: expected a positive number of training steps.")
         fields["max_train_steps"] = int(steps)
+    minutes = os.environ.get(TRAIN_MINUTES_ENV, "").strip()
+    if minutes:
+        try:
+            fields["train_minutes"] = float(minutes)
+        except ValueError:
+            raise ValueError(f"${TRAIN_MINUTES_ENV}={minutes!r}: expected a number of minutes.") from None
+        if fields["train_minutes"] <= 0:
+            raise ValueError(f"${TRAIN_MINUTES_ENV}={minutes!r}: expected a positive number of minutes.")
     dtype = os.environ.get(DTYPE_ENV, "").strip()
     if dtype:
         if dtype not in ("float16", "bfloat16", "float32", "auto"):

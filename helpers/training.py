@@ -443,6 +443,36 @@ def train(trainer):
         trainer.remove_callback(memory)
 
 
+class TimeBudget(TrainerCallback):
+    """Stop training once `minutes` have passed, with a checkpoint of the last step, and say how
+    far it got. Running the training cell again (`train(trainer)`) continues from there: a room
+    of learners can train for the minutes a schedule allows, and finish later."""
+
+    def __init__(self, minutes: float):
+        if minutes <= 0:
+            raise ValueError(f"A time budget must be positive; got {minutes} minutes.")
+        self.minutes = minutes
+        self.stopped_at: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import time
+
+        self.started = time.monotonic()
+        self.stopped_at = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        import time
+
+        elapsed = (time.monotonic() - self.started) / 60
+        if elapsed >= self.minutes and state.global_step < state.max_steps:
+            control.should_training_stop = control.should_save = True
+            self.stopped_at = state.global_step
+            print(f"Time budget of {self.minutes:g} min reached after step {state.global_step} of {state.max_steps} "
+                  f"({100 * state.global_step / state.max_steps:.0f}%): saving checkpoint-{state.global_step}. "
+                  "Run the training cell again to continue from there.")
+        return control
+
+
 class AnswerLossTrainer(Trainer):
     """A `Trainer` whose loss projects only the learned positions onto the vocabulary.
 

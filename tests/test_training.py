@@ -145,3 +145,39 @@ def test_frozen_audio_tower_is_not_recomputed_or_back_propagated(profile, splits
     model(**batch).loss.backward()
     for name, grad in grads.items():  # the same LoRA gradients as without checkpointing
         torch.testing.assert_close(grad, dict(model.named_parameters())[name].grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_time_budget_stops_with_a_checkpoint_and_the_next_run_resumes(profile, splits, tmp_path, monkeypatch, capsys):
+    import time as clock
+    from dataclasses import replace
+
+    from helpers.training import TimeBudget, last_complete_checkpoint, train
+
+    minutes = iter(range(1000))  # each step end reads the clock once: one "minute" per step
+    monkeypatch.setattr(clock, "monotonic", lambda: 60.0 * next(minutes))
+    budgeted = replace(profile, train_minutes=2, max_train_steps=6, eval_steps=100)
+    rows = splits["train"].select(range(16))
+    model, processor = lora_model(profile)
+    trainer = make_trainer(model, processor, budgeted, rows, output_dir=tmp_path, per_device_train_batch_size=2,
+                           gradient_accumulation_steps=1)
+    assert any(isinstance(c, TimeBudget) for c in trainer.callback_handler.callbacks)
+    train(trainer)
+    assert trainer.state.global_step == 2  # minute 0 at the start, 1 after step 1, 2 after step 2: stop
+    assert "Time budget of 2 min reached after step 2 of 6" in capsys.readouterr().out
+    assert last_complete_checkpoint(tmp_path).name == "checkpoint-2"
+
+    model, processor = lora_model(profile)
+    trainer = make_trainer(model, processor, replace(budgeted, train_minutes=None), rows, output_dir=tmp_path,
+                           per_device_train_batch_size=2, gradient_accumulation_steps=1)
+    train(trainer)
+    assert "Resuming from checkpoint-2" in capsys.readouterr().out and trainer.state.global_step == 6
+
+
+def test_time_budget_from_the_environment(monkeypatch):
+    from helpers.profiles import get_profile
+
+    monkeypatch.setenv("VOXTRAL_TRAIN_MINUTES", "25")
+    assert get_profile("full").train_minutes == 25 and "at most 25 minutes" in get_profile("full").describe()
+    monkeypatch.setenv("VOXTRAL_TRAIN_MINUTES", "soon")
+    with pytest.raises(ValueError, match="VOXTRAL_TRAIN_MINUTES"):
+        get_profile("full")
