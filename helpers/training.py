@@ -151,7 +151,8 @@ def checkpoint_problem(folder, with_training_state: bool = True) -> str | None:
         for pattern in TRAINING_STATE_FILES:
             if not any(folder.glob(pattern)):
                 return f"{pattern.replace('*', '')} is missing"
-    for file in sorted([*folder.glob("*.pt"), *folder.glob("*.pth"), *folder.glob("*.bin")]):
+    # The archives a resume loads (training_args.bin is only written, never read back).
+    for file in sorted([*folder.glob("*.pt"), *folder.glob("*.pth")]):
         problem = _torch_file_problem(file)
         if problem:
             return problem
