@@ -23,7 +23,11 @@ EXECUTED := executed
 # The tests run the offline tiny profile unless asked otherwise: `make test TEST_PROFILE=full` on a GPU
 # (its checked notebook outputs are the tiny profile's, so nbval will report those cells).
 TEST_PROFILE ?= tiny
-PYTEST := $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --durations=15 -p no:cacheprovider
+# The notebooks under test write to a folder of their own, emptied first: every run trains from scratch,
+# and `make tutorial` afterwards does not find the tests' finished run in notebooks/outputs/.
+TEST_OUTPUTS := $(CURDIR)/.cache/test-outputs
+PYTEST := rm -rf $(TEST_OUTPUTS) && VOXTRAL_OUTPUTS=$(TEST_OUTPUTS) VOXTRAL_PROFILE=$(TEST_PROFILE) \
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --durations=15 -p no:cacheprovider
 
 .PHONY: setup system-packages browser tutorial test check bench bench-gpu rehearsal preflight mirror clean
 
@@ -57,14 +61,14 @@ tutorial: setup
 	@echo "Executed notebooks, with outputs: $(CURDIR)/$(EXECUTED)/"
 
 test: setup
-	VOXTRAL_PROFILE=$(TEST_PROFILE) $(PYTEST) -m "not extended"
+	$(PYTEST) -m "not extended"
 
 # tests/test_browser.py drives a real Chromium (Debian's, no Playwright download): installed once here.
 browser: setup
 	tools/install_browser.sh
 
 check: setup browser
-	VOXTRAL_PROFILE=$(TEST_PROFILE) $(PYTEST)
+	$(PYTEST)
 
 bench: setup
 	$(PY) benchmarks/run.py
