@@ -418,6 +418,7 @@ def test_command_help_explains_each_option():
     assert no_folder.returncode == 2 and "--model-dir" in no_folder.stderr
 
 
+@pytest.mark.extended  # builds 1000 MP3 clips (about 50 s): `make check` and CI run it
 def test_ensure_standins_builds_the_1000_row_dataset_once(tmp_path, monkeypatch):
     """The one full-size dataset build: 1000 rows, 250 per category, ~9% of clips over 30 s."""
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
