@@ -99,3 +99,25 @@ def test_bare_module_names_skip_nothing():
 
     assert should_convert_module("model.audio_tower.layers.0.self_attn.q_proj", ["audio_tower"])
     assert not should_convert_module("model.audio_tower.layers.0.self_attn.q_proj", ["model.audio_tower"])
+
+
+def test_input_require_grads_reaches_the_audio_tower(profile):
+    """transformers 5.24's `enable_input_require_grads` (called with activation checkpointing)
+    hooks the input embeddings of every sub-model, the frozen audio tower's too: without
+    `helpers.model.freeze_audio_tower`'s detach, the tower is recomputed and back-propagated."""
+    from transformers import VoxtralForConditionalGeneration
+
+    model = VoxtralForConditionalGeneration.from_pretrained(profile.model_id)
+    model.enable_input_require_grads()
+    hooked = {id(h) for h in model._require_grads_hooks}
+    assert len(hooked) >= 2
+    tower_embeddings = model.model.audio_tower.get_input_embeddings()
+    assert tower_embeddings._forward_hooks, "the audio tower's input embeddings carry a require-grads hook"
+
+
+def test_hub_network_errors_are_not_httpx_errors():
+    """huggingface_hub's errors derive from its bundled httpx2, so `except httpx.HTTPError` misses them."""
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    assert not issubclass(HfHubHTTPError, httpx.HTTPError)
