@@ -496,8 +496,7 @@ class AnswerLossTrainer(Trainer):
         # As the default loss: divided by the tokens of the whole accumulated batch when the
         # Trainer counted them for the model, else the mean of this micro-batch.
         if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
-            loss = loss / num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch) \
-                else loss / num_items_in_batch
+            loss = loss / num_items_in_batch  # a 0-d count divides a loss on any device
             if self.args.average_tokens_across_devices:
                 loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         else:
