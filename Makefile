@@ -71,12 +71,12 @@ check: setup browser
 	$(PYTEST)
 
 bench: setup
-	$(PY) benchmarks/run.py
+	$(PY) -m benchmarks.run
 
 # On a GPU: LoRA training and evaluation with the full-size architecture (random weights, no download).
 bench-gpu: setup
-	$(PY) benchmarks/train_step.py --json benchmarks/results/gpu_train_step.json
-	$(PY) benchmarks/evaluation_full_size.py --json benchmarks/results/gpu_evaluation.json
+	$(PY) -m benchmarks.train_step --json benchmarks/results/gpu_train_step.json
+	$(PY) -m benchmarks.evaluation_full_size --json benchmarks/results/gpu_evaluation.json
 
 # On a GPU: the five notebooks in the full profile against a full-size stand-in of the Hub repos, as the
 # card is and as a T4 (fp16, 4-bit, 15 GiB); per-notebook time and peak memory in benchmarks/results/.

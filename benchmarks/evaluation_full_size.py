@@ -6,15 +6,14 @@ template (`helpers.published.published_generate`); ours is `helpers.evaluate.eva
 16. Both are greedy, so their predictions must agree: checked in float32 with TF32 off (batched
 and single-sample bf16 kernels round differently, and a random model's near-tied logits flip).
 
-    python benchmarks/evaluation_full_size.py --save-rows rows.npz    # rows from the tiny dataset
-    python benchmarks/evaluation_full_size.py --rows rows.npz         # on a GPU (no `datasets` needed)
-    python benchmarks/evaluation_full_size.py --device cpu --tiny     # smoke test, tiny model
+    python -m benchmarks.evaluation_full_size --save-rows rows.npz    # rows from the tiny dataset
+    python -m benchmarks.evaluation_full_size --rows rows.npz         # on a GPU (no `datasets` needed)
+    python -m benchmarks.evaluation_full_size --device cpu --tiny     # smoke test, tiny model
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from itertools import islice
@@ -23,15 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 BATCH_SIZE = 16
 MAX_NEW_TOKENS = 16  # the full profile's
 
 
 def tiny_rows(count: int) -> list[dict]:
     """`count` rows of the tiny dataset, categories interleaved, audio decoded."""
-    from helpers.data import load_audio, load_splits
+    from helpers.audio import load_audio
+    from helpers.data import load_splits
     from helpers.profiles import get_profile
 
     splits = load_splits(get_profile("tiny"))
@@ -66,7 +64,7 @@ def build(tiny: bool, device: str, dtype: torch.dtype, folder: str):
         model = VoxtralForConditionalGeneration.from_pretrained(model_dir, dtype=dtype).to(device)
         processor = tiny_assets.build_processor(folder)
     else:
-        from train_step import full_size_config
+        from benchmarks.train_step import full_size_config
 
         processor = tiny_assets.build_processor(folder, tiny_assets.FULL_SIZE_SPECIAL_TOKENS,
                                                 tiny_assets.FULL_SIZE_TEXT_TOKENS)
@@ -78,8 +76,7 @@ def build(tiny: bool, device: str, dtype: torch.dtype, folder: str):
 
 
 def compare(model, processor, rows: list[dict], device: str, max_new_tokens: int) -> dict:
-    from train_step import synchronize
-
+    from benchmarks.train_step import synchronize
     from helpers.evaluate import evaluate
     from helpers.published import published_generate
 
@@ -112,9 +109,8 @@ def main(argv=None) -> dict:
         save_rows(tiny_rows(args.count), args.save_rows)
         return {}
     rows = (load_rows(args.rows) if args.rows else tiny_rows(args.count))[:args.count]
-    from train_step import software
-
-    from helpers.model import pick_dtype
+    from benchmarks.train_step import software
+    from helpers.hardware import pick_dtype
 
     on_gpu = args.device.startswith("cuda")
     dtype = pick_dtype() if on_gpu else torch.float32  # fp16 on a T4

@@ -1,6 +1,6 @@
 """CPU benchmarks in the tiny profile: ours against the published recipe's approach, side by side.
 
-    .venv/bin/python benchmarks/run.py [--skip-notebooks]
+    .venv/bin/python -m benchmarks.run [--skip-notebooks]
 
 Writes benchmarks/results/latest.json and latest.md (the table the README shows). Every "ours"
 figure is checked equal in output to its baseline before it is reported.
@@ -11,23 +11,25 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks import train_step
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import train_step  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 EPOCHS = 3
 BATCH = 8
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpu = platform.processor()
+    if Path("/proc/cpuinfo").exists():
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
@@ -121,9 +123,11 @@ def gpu_rows(train: dict | None, evaluation: dict | None) -> list[str]:
     if train and "tuned_over_published" in train:
         v = {variant["name"]: variant for variant in train["variants"]}
         published, tuned = v[train_step.PUBLISHED.name], v[train_step.TUNED.name]
-        rows.append(f"| LoRA train step, full-size model, {train['device']}, {train['dtype']} | {published['samples_per_s']:.1f} samples/s "
-                    f"(batch 2 x 8, checkpointing; peak {published['peak_memory_gb']:.1f} GiB, MFU {published['mfu']:.0%}) | "
-                    f"{tuned['samples_per_s']:.1f} samples/s (batch 16; peak {tuned['peak_memory_gb']:.1f} GiB, MFU {tuned['mfu']:.0%}; "
+        rows.append(f"| LoRA train step, full-size model, {train['device']}, {train['dtype']} | "
+                    f"{published['samples_per_s']:.1f} samples/s (batch 2 x 8, checkpointing; "
+                    f"peak {published['peak_memory_gb']:.1f} GiB, MFU {published['mfu']:.0%}) | "
+                    f"{tuned['samples_per_s']:.1f} samples/s (batch 16; peak {tuned['peak_memory_gb']:.1f} GiB, "
+                    f"MFU {tuned['mfu']:.0%}; "
                     f"3 epochs of 900 in {tuned['projected_3_epochs_900_samples_min']:.1f} min) | "
                     f"{train['tuned_over_published']}x | same update (tested on CPU) |")
         quantized = v.get(train_step.TUNED_4BIT.name, {})
@@ -137,7 +141,8 @@ def gpu_rows(train: dict | None, evaluation: dict | None) -> list[str]:
         e, check = evaluation[dtype], evaluation["float32_check"]
         rows.append(f"| evaluation, full-size model, {evaluation['device']}, {dtype} ({e['rows']} rows) | {e['baseline']} "
                     f"samples/s (one at a time) | {e['ours']} samples/s (batch {evaluation['batch_size']}) | {e['ratio']}x | "
-                    f"float32: {check['same_predictions']}/{check['rows']} identical; {dtype}: {e['same_predictions']}/{e['rows']} |")
+                    f"float32: {check['same_predictions']}/{check['rows']} identical; "
+                    f"{dtype}: {e['same_predictions']}/{e['rows']} |")
     else:
         rows.append(f"| evaluation, full-size model on GPU, batch 16 | {unmeasured} | {unmeasured} | | |")
     return rows
@@ -148,8 +153,9 @@ def markdown(results: dict) -> str:
     header = f"CPU rows: measured {results['date']} on {m['cpu']} ({m['cores']} cores, torch {m['torch']}), tiny profile."
     gpu = [r for r in (results.get("train_step_gpu"), results.get("evaluation_gpu")) if r]
     if gpu:
-        header += " GPU rows: " + "; ".join(sorted({f"measured {r.get('date', '?')} on one {r['device']}, torch {r.get('torch', '?')}, "
-                                                    f"full-size architecture with random weights" for r in gpu})) + "."
+        measured = {f"measured {r.get('date', '?')} on one {r['device']}, torch {r.get('torch', '?')}, "
+                    "full-size architecture with random weights" for r in gpu}
+        header += " GPU rows: " + "; ".join(sorted(measured)) + "."
     lines = [header, "",
              "| comparison | published approach | ours | ratio | same output |", "|---|---|---|---|---|"]
     d, e = results["data_pipeline"], results["evaluation"]
@@ -186,7 +192,7 @@ def main(argv=None) -> dict:
     os.environ["VOXTRAL_PROFILE"] = "tiny"
 
     from helpers.data import load_splits
-    from helpers.model import load_model_and_processor
+    from helpers.loading import load_model_and_processor
     from helpers.profiles import get_profile
 
     profile = get_profile("tiny")

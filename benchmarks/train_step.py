@@ -5,9 +5,9 @@ download), freezes the audio tower, adds our LoRA, and trains on batches shaped 
 Audio (one 30-s chunk = 375 audio tokens, ~60 text tokens, answer tokens labelled). Prints and
 returns samples/s, peak GPU memory and model FLOPs utilisation per variant.
 
-    python benchmarks/train_step.py                      # on a GPU: published, tuned, tuned-4bit
-    python benchmarks/train_step.py --variants batch8,batch16-checkpointing --chunks 2 --profile
-    python benchmarks/train_step.py --device cpu --tiny  # CI smoke test with the tiny config
+    python -m benchmarks.train_step                      # on a GPU: published, tuned, tuned-4bit
+    python -m benchmarks.train_step --variants batch8,batch16-checkpointing --chunks 2 --profile
+    python -m benchmarks.train_step --device cpu --tiny  # CI smoke test with the tiny config
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def full_size_config():
 def build_model(tiny: bool, variant: Variant, device: str, dtype: torch.dtype, lora_dropout: float = 0.05):
     from transformers import VoxtralForConditionalGeneration
 
-    from helpers.model import add_lora, freeze_audio_tower, lora_config
+    from helpers.lora import add_lora, freeze_audio_tower, lora_config
     from helpers.tiny import tiny_config
 
     config = tiny_config() if tiny else full_size_config()
@@ -99,12 +99,12 @@ def build_model(tiny: bool, variant: Variant, device: str, dtype: torch.dtype, l
 
 def load_4bit(config, dtype: torch.dtype):
     """Random weights saved once, then loaded through `from_pretrained` with the tutorial's own
-    4-bit settings (`helpers.model.quantization_config`), as a T4 user's notebook loads them."""
+    4-bit settings (`helpers.hardware.quantization_config`), as a T4 user's notebook loads them."""
     import tempfile
 
     from transformers import VoxtralForConditionalGeneration
 
-    from helpers.model import quantization_config
+    from helpers.hardware import quantization_config
 
     with tempfile.TemporaryDirectory() as folder:
         torch.manual_seed(0)
@@ -233,7 +233,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step per variant")
     parser.add_argument("--chunks", type=int, default=1, help="30-s audio chunks per sample (2: clips over 30 s)")
     args = parser.parse_args(argv)
-    from helpers.model import pick_dtype
+    from helpers.hardware import pick_dtype
 
     on_gpu = args.device.startswith("cuda")
     if args.variants:
@@ -249,7 +249,8 @@ def main(argv=None) -> dict:
                "dtype": str(dtype).removeprefix("torch."), **software(), "variants": []}
     for variant in variants:
         try:
-            results["variants"].append(run(variant, args.tiny, args.device, dtype, args.steps, args.warmup, args.profile, args.chunks))
+            results["variants"].append(
+                run(variant, args.tiny, args.device, dtype, args.steps, args.warmup, args.profile, args.chunks))
         except (RuntimeError, ImportError) as error:  # out of memory, or bitsandbytes missing
             results["variants"].append({**asdict(variant), "error": f"{type(error).__name__}: {str(error)[:300]}"})
             if on_gpu:

@@ -17,15 +17,11 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from helpers.data import CHUNK_SECONDS, MAX_SECONDS, SAMPLING_RATE, load_audio
-from helpers.prompts import answer_text, build_conversation
+from helpers.audio import CHUNK_SECONDS, MAX_SECONDS, SAMPLING_RATE, load_audio
+from helpers.rows import row_id, sample_name
+from helpers.tasks import answer_text, build_conversation
 
 IGNORE_INDEX = -100
-
-
-def row_name(row: dict, position: int) -> object:
-    """How errors name a row: its dataset `id` when it has one, else its position in the batch."""
-    return row.get("id", position) if isinstance(row, dict) else position
 
 
 class VoxtralAudioCollator:
@@ -79,16 +75,16 @@ class VoxtralAudioCollator:
         """A row's features: precomputed ones (see `precompute_features`) or computed from its audio."""
         if not isinstance(row, dict):
             raise ValueError(f"batch row {position}: expected a dict with 'audio', got {type(row).__name__}.")
-        name = row_name(row, position)
+        name = row_id(row, position)
         if row.get("input_features") is not None:
             features = torch.as_tensor(np.asarray(row["input_features"], dtype=np.float32))
             expected = (self.processor.feature_extractor.feature_size, self.processor.feature_extractor.nb_max_frames)
             if features.ndim != 3 or tuple(features.shape[1:]) != expected or features.shape[0] == 0:
-                raise ValueError(f"sample {name}: input_features has shape {tuple(features.shape)}; "
+                raise ValueError(f"{sample_name(index=name)}: input_features has shape {tuple(features.shape)}; "
                                  f"expected (chunks, {expected[0]}, {expected[1]}).")
             return features
         if row.get("audio") is None:
-            raise ValueError(f"sample {name}: missing 'audio'.")
+            raise ValueError(f"{sample_name(index=name)}: missing 'audio'.")
         return self.audio_features(load_audio(row["audio"], index=name, max_seconds=self.max_audio_seconds))
 
     def _pad(self, sequences: list[list[int]], value: int, side: str) -> torch.Tensor:
@@ -108,7 +104,7 @@ class VoxtralAudioCollator:
             prompt = self.prompt_ids(row.get("category"), row_features.shape[0])
             features.append(row_features)
             if with_answers:
-                answer = self._answer_cache(answer_text(row.get("official_answer"), row_name(row, position)))
+                answer = self._answer_cache(answer_text(row.get("official_answer"), row_id(row, position)))
                 sequences.append(prompt + list(answer))
                 labels.append([IGNORE_INDEX] * len(prompt) + list(answer))
             else:

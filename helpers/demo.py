@@ -21,17 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.data import SAMPLING_RATE, load_audio
+from helpers.audio import SAMPLING_RATE, load_audio
 from helpers.evaluate import generate_answers
-from helpers.profiles import CATEGORIES
+from helpers.tasks import TASKS
 
-CATEGORY_LABELS = {
-    "formal_fallacies": "Formal fallacies (valid / invalid)",
-    "navigate": "Navigate (Yes / No)",
-    "object_counting": "Object counting (a number)",
-    "web_of_lies": "Web of lies (Yes / No)",
-}
-assert set(CATEGORY_LABELS) == set(CATEGORIES)  # a new category needs a label here
+CATEGORY_LABELS = {category: task.label for category, task in TASKS.items()}
 
 # A microphone that is muted, or that the browser was not allowed to use, records digital silence;
 # even a quiet room stays above -60 dBFS, and speech peaks far higher.

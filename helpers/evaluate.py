@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from helpers.collator import VoxtralAudioCollator, row_name
-from helpers.model import model_device, model_dtype
-from helpers.prompts import answer_text
+from helpers.collator import VoxtralAudioCollator
+from helpers.loading import model_device, model_dtype
+from helpers.rows import row_id
+from helpers.tasks import TASKS, answer_text
 
-YES_NO = {"navigate", "web_of_lies"}
 _UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
           "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
 _TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
@@ -61,12 +61,10 @@ def normalize_answer(text, category=None) -> str | None:
     text = " ".join(str(text).lower().replace("’", "'").split())
     if not text:
         return None
-    if category in YES_NO:
-        return _yes_no(text)
-    if category == "formal_fallacies":
-        return _validity(text)
-    if category == "object_counting":
-        return _number(text)
+    readers = {"yes/no": _yes_no, "valid/invalid": _validity, "number": _number}
+    task = TASKS.get(category)
+    if task is not None:
+        return readers[task.answer_kind](text)
     return _yes_no(text) or _validity(text) or _number(text)
 
 
@@ -85,7 +83,7 @@ def generate_answers(model, processor, rows: list[dict], max_new_tokens: int = 1
 @dataclass
 class EvaluationResult:
     predictions: list[dict]
-    table: "object"  # pandas.DataFrame, one row per category plus "overall"
+    table: object  # pandas.DataFrame, one row per category plus "overall"
 
     @property
     def accuracy(self) -> float:
@@ -210,7 +208,7 @@ def evaluate(model, processor, dataset, batch_size: int = 16, max_new_tokens: in
         rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         texts = generate_answers(model, processor, rows, max_new_tokens=max_new_tokens, collator=collator)
         for offset, (row, text) in enumerate(zip(rows, texts)):
-            name = row_name(row, start + offset)
+            name = row_id(row, start + offset)
             answer = answer_text(row.get("official_answer"), name)
             parsed = normalize_answer(text, row.get("category"))
             predictions.append({

@@ -56,7 +56,7 @@ def folder_name(source: str | os.PathLike) -> str:
     (`.../models--mistralai--Voxtral-Mini-3B-2507/snapshots/<commit>`).
 
     Keeping the repository's name matters: an adapter trained on `mistralai/Voxtral-Mini-3B-2507`
-    loads on a mirror folder of the same name (`helpers.model.model_name`)."""
+    loads on a mirror folder of the same name (`helpers.loading.model_name`)."""
     path = Path(source)
     if path.parent.name == "snapshots" and path.parent.parent.name.startswith(("models--", "datasets--")):
         return path.parent.parent.name.split("--")[-1]

@@ -6,7 +6,8 @@ import html
 import matplotlib.pyplot as plt
 import numpy as np
 
-from helpers.data import CHUNK_SECONDS, SAMPLING_RATE, category_counts
+from helpers.audio import CHUNK_SECONDS, SAMPLING_RATE
+from helpers.data import category_counts
 
 COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C",
           "#CCB974", "#64B5CD", "#1f77b4", "#ff7f0e"]

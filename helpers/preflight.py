@@ -21,10 +21,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.mirror import (MODEL_IGNORE_PATTERNS, PROCESSOR_CONFIGS, folder_size, is_repo_id,
-                            missing_dataset_files, missing_model_files)
-from helpers.profiles import (CATEGORIES, DATASET_ENV, MODEL_ENV, PROFILE_ENV, Profile, cache_dir,
-                              get_profile)
+from helpers.mirror import (
+    MODEL_IGNORE_PATTERNS,
+    PROCESSOR_CONFIGS,
+    folder_size,
+    is_repo_id,
+    missing_dataset_files,
+    missing_model_files,
+)
+from helpers.profiles import (
+    DATASET_ENV,
+    MODEL_ENV,
+    PROFILE_ENV,
+    Profile,
+    cache_dir,
+    get_profile,
+)
+from helpers.tasks import CATEGORIES
 
 # The checks, in the order they run, and what each one looks at.
 CHECKS = {
@@ -62,7 +75,7 @@ MERGED_GB = MODEL_GB
 
 # Projection of notebook 03's training time. The H100 measurements (benchmarks/README.md,
 # "Training on the GPU" and "Projected training time on other GPUs"): training samples per second
-# for the plan `helpers.model.training_plan` picks, keyed by (4-bit, micro-batch, checkpointing).
+# for the plan `helpers.hardware.training_plan` picks, keyed by (4-bit, micro-batch, checkpointing).
 H100_SAMPLES_PER_S = {
     (False, 8, False): (22.8, "8 x 2 without checkpointing"),
     (False, 16, True): (14.8, "16 x 1 with checkpointing"),
@@ -264,7 +277,7 @@ class Preflight:
     def check_gpu(self) -> Check:
         import torch
 
-        from helpers.model import gpu_memory_gib, native_bf16, pick_dtype, wants_4bit
+        from helpers.hardware import gpu_memory_gib, native_bf16, pick_dtype, wants_4bit
 
         if not torch.cuda.is_available():
             if self.profile.is_tiny:
@@ -290,7 +303,7 @@ class Preflight:
     def check_bitsandbytes(self) -> Check:
         import torch
 
-        from helpers.model import wants_4bit
+        from helpers.hardware import wants_4bit
 
         if not torch.cuda.is_available():
             return Check("bitsandbytes", "INFO", "no GPU: 4-bit loading does not apply here")
@@ -332,7 +345,7 @@ class Preflight:
         except PackageNotFoundError:
             return Check("torchcodec", "FAIL", "torchcodec is not installed: datasets cannot decode audio", fix)
         try:
-            from helpers.data import SAMPLING_RATE, load_audio
+            from helpers.audio import SAMPLING_RATE, load_audio
 
             audio = load_audio(_test_mp3(seconds=1.0))
         except Exception as error:  # noqa: BLE001 - import and decoder errors vary by platform
@@ -507,7 +520,7 @@ class Preflight:
     def check_training_time(self) -> Check:
         import torch
 
-        from helpers.model import pick_dtype, training_plan, wants_4bit
+        from helpers.hardware import pick_dtype, training_plan, wants_4bit
 
         if self.profile.is_tiny:
             return Check("training time", "INFO",

@@ -25,7 +25,6 @@ SOURCE_ENV = "VOXTRAL_TUTORIAL_SOURCE"  # what the Colab setup cell installs (de
 
 FULL_MODEL_ID = "mistralai/Voxtral-Mini-3B-2507"
 FULL_DATASET_ID = "ArtificialAnalysis/big_bench_audio"
-CATEGORIES = ("formal_fallacies", "navigate", "object_counting", "web_of_lies")
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class Profile:
     reason: str
     test_per_category: int
     train_epochs: float
-    per_device_batch_size: int | None  # None: from the GPU's memory (helpers.model.training_plan)
+    per_device_batch_size: int | None  # None: from the GPU's memory (helpers.hardware.training_plan)
     gradient_accumulation_steps: int | None  # None: effective_batch_size // per-device batch
     max_train_steps: int  # -1: train for `train_epochs`
     learning_rate: float
@@ -46,7 +45,7 @@ class Profile:
     eval_steps: int
     eval_batch_size: int
     max_new_tokens: int
-    dtype: str  # "auto": bf16/fp16/fp32 from the hardware (helpers.model.pick_dtype)
+    dtype: str  # "auto": bf16/fp16/fp32 from the hardware (helpers.hardware.pick_dtype)
     load_in_4bit: bool | None = None  # None: only on GPUs with 16 GB or less
     effective_batch_size: int = 16
     activation_checkpointing: bool | None = None  # None: only where memory requires
@@ -80,7 +79,7 @@ def drive_folder() -> Path | None:
     return None
 
 
-def outputs_dir(profile: "Profile") -> Path:
+def outputs_dir(profile: Profile) -> Path:
     """Where notebooks write adapters, checkpoints and merged models, one folder per profile.
 
     `$VOXTRAL_OUTPUTS/<profile>` when set; in Colab with Google Drive mounted,
@@ -96,7 +95,7 @@ def outputs_dir(profile: "Profile") -> Path:
 KEY_PACKAGES = ("torch", "transformers", "peft", "datasets", "accelerate", "mistral_common", "torchcodec")
 
 
-def environment_report(profile: "Profile") -> str:
+def environment_report(profile: Profile) -> str:
     """Versions of the packages that matter, the hardware, and which profile runs and why."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -118,6 +117,15 @@ def environment_report(profile: "Profile") -> str:
 def cache_dir() -> Path:
     """Where the tiny assets and outputs live: $VOXTRAL_TUTORIAL_CACHE or ~/.cache/voxtral-tutorial."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "voxtral-tutorial")
+
+
+# Bump when helpers/tiny.py or helpers/synthetic.py build something different: a new folder is built.
+TINY_ASSETS_VERSION = "5"
+
+
+def tiny_assets_dir() -> Path:
+    """Where the tiny profile's model and dataset are built (once) and loaded from."""
+    return cache_dir() / f"tiny-v{TINY_ASSETS_VERSION}"
 
 
 def cuda_available() -> bool:
@@ -170,7 +178,7 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
     else `tiny`. The full profile reads its model and dataset from ``$VOXTRAL_MODEL`` and
     ``$VOXTRAL_DATASET`` (a Hub id or a local folder) when they are set; ``$VOXTRAL_MAX_STEPS``
     shortens training and ``$VOXTRAL_DTYPE`` fixes the dtype, in either profile.
-    Asking for `tiny` builds its offline model and dataset once (cached on disk).
+    A pure configuration call: the loaders build the tiny profile's model and dataset on first use.
     Keyword overrides replace profile fields, e.g. ``get_profile("tiny", test_per_category=4)``.
     """
     chosen, reason = _choose(name)
@@ -193,13 +201,10 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
             dtype="auto",
         )
     elif chosen == "tiny":
-        from helpers import tiny
-
-        assets = tiny.ensure_tiny_assets()
         profile = Profile(
             name="tiny",
-            model_id=str(assets.model_dir),
-            dataset_id=str(assets.dataset_dir),
+            model_id=str(tiny_assets_dir() / "model"),
+            dataset_id=str(tiny_assets_dir() / "big_bench_audio_tiny"),
             reason=reason,
             test_per_category=8,
             train_epochs=2,

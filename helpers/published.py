@@ -1,16 +1,17 @@
 """The published recipe's approach, reimplemented so notebooks, tests and benchmarks can show
 its defects and measure it beside ours. Do not train with these.
 
-Source: the Hugging Face transformers "Audio-text-to-text" task guide (Voxtral version); the
-defects are listed in shared/GUIDE.md and in the notebooks.
+Source: the Hugging Face transformers Audio-text-to-text task guide, Voxtral version
+(https://huggingface.co/docs/transformers/tasks/audio_text_to_text); its defects, each with the
+test that reproduces it, are listed in the README ("Where the published guide is wrong").
 """
 from __future__ import annotations
 
 import torch
 
 from helpers.collator import IGNORE_INDEX
-from helpers.model import model_device, model_dtype
-from helpers.prompts import build_conversation
+from helpers.loading import model_device, model_dtype
+from helpers.tasks import build_conversation
 
 # Bare names: they match the audio encoder's q/k/v_proj too.
 PUBLISHED_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -35,7 +36,7 @@ def published_collate(processor, rows: list[dict]) -> dict:
     return {
         "input_ids": torch.tensor([s + [pad] * (longest - len(s)) for s in sequences]),
         "attention_mask": torch.tensor([[1] * len(s) + [0] * (longest - len(s)) for s in sequences]),
-        "labels": torch.tensor([l + [IGNORE_INDEX] * (longest - len(l)) for l in labels]),
+        "labels": torch.tensor([row + [IGNORE_INDEX] * (longest - len(row)) for row in labels]),
         "input_features": prompts["input_features"],
     }
 

@@ -41,10 +41,11 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from helpers import synthetic, tiny
-from helpers.profiles import CATEGORIES, FULL_DATASET_ID, FULL_MODEL_ID, cache_dir
+from helpers.profiles import FULL_DATASET_ID, FULL_MODEL_ID, cache_dir
+from helpers.tasks import CATEGORIES
+from helpers.tiny import build_once
 
 # Bump when what is written changes, so cached stand-ins are rebuilt.
 VERSION = "1"
@@ -120,7 +121,7 @@ class TensorSpec:
     name: str  # as stored in the Hub checkpoint (transformers 4.54 names)
     loaded_name: str  # what transformers 5 calls it after loading
     shape: tuple[int, ...]
-    dtype: "torch.dtype"  # noqa: F821 - torch is imported lazily
+    dtype: torch.dtype  # noqa: F821 - torch is imported lazily
     shard_file: str
     init: str  # "normal", "ones", "zeros" or "sinusoids"
     std: float = 0.0
@@ -141,7 +142,7 @@ class ModelPlan:
     """Everything `write_model_standin` writes for one size, computed on the meta device (no memory)."""
 
     size: str
-    config: "VoxtralConfig"  # noqa: F821 - transformers is imported lazily
+    config: VoxtralConfig  # noqa: F821 - transformers is imported lazily
     tensors: tuple[TensorSpec, ...]
     shard_files: tuple[str, ...]
 
@@ -386,7 +387,7 @@ def _tensor_seed(seed: int, name: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
 
 
-def _make_tensor(spec: TensorSpec, seed: int, device) -> "torch.Tensor":  # noqa: F821
+def _make_tensor(spec: TensorSpec, seed: int, device) -> torch.Tensor:  # noqa: F821
     import torch
 
     if spec.init == "ones":
@@ -647,39 +648,6 @@ def clip_durations(dataset_dir: str | os.PathLike) -> dict[int, float]:
 
 
 # --------------------------------------------------------------------------- cache
-def build_once(root: str | os.PathLike, build: Callable[[Path], object], stamp: str, rebuild: bool = False) -> Path:
-    """Run ``build(folder)`` once for `root`, however many processes ask at the same time.
-
-    `build` writes into a temporary sibling folder that is renamed to `root` only when complete
-    (with a COMPLETE file holding `stamp`), so a half-built folder is never mistaken for a finished
-    one; a failed build leaves nothing behind.
-    """
-    from filelock import FileLock
-
-    root = Path(root)
-    complete = root / "COMPLETE"
-    if complete.exists() and not rebuild:
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    # A notebook and a test run may ask at once: one builds, the other waits and reuses it.
-    with FileLock(str(root) + ".lock"):
-        if complete.exists() and not rebuild:
-            return root
-        if root.exists():
-            shutil.rmtree(root)
-        tmp = root.with_name(root.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        try:
-            build(tmp)
-            (tmp / "COMPLETE").write_text(stamp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        tmp.rename(root)  # atomic on one file system
-    return root
-
-
 def ensure_standins(size: str = "small", rows: int = 1000, rebuild: bool = False) -> StandinAssets:
     """Both stand-ins, built once into the tutorial cache (``standin-v<VERSION>-<size>-<rows>``)."""
     _check_size(size)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.data import SAMPLING_RATE, load_audio
-from helpers.profiles import CATEGORIES
+from helpers.audio import SAMPLING_RATE, load_audio
+from helpers.tasks import CATEGORIES
 
 PER_CATEGORY = 48
 SEED = 2024

@@ -8,13 +8,14 @@ the notebooks load it through exactly the calls the `full` profile uses:
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.profiles import cache_dir
+from helpers.profiles import TINY_ASSETS_VERSION, Profile, tiny_assets_dir
 
-# Bump when the recipe changes so cached assets are rebuilt.
-TINY_VERSION = "5"
 TINY_SEED = 1234
 NUM_SPECIAL_TOKENS = 100
 NUM_TEXT_TOKENS = 1900
@@ -98,7 +99,11 @@ def build_processor(folder: Path, num_special_tokens: int = NUM_SPECIAL_TOKENS,
                     num_text_tokens: int = NUM_TEXT_TOKENS):
     """A real `VoxtralProcessor` (Whisper features, 128 mel bins; tekken tokenizer written to
     `folder/tekken.json`), sized by `tekken_tokenizer_json`'s arguments."""
-    from transformers import MistralCommonBackend, VoxtralProcessor, WhisperFeatureExtractor
+    from transformers import (
+        MistralCommonBackend,
+        VoxtralProcessor,
+        WhisperFeatureExtractor,
+    )
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -132,14 +137,53 @@ def build_tiny_model(model_dir: Path) -> Path:
 def ensure_tiny_assets(root: Path | None = None, rebuild: bool = False) -> TinyAssets:
     """Build the tiny model and dataset once; later calls return the cached paths."""
     from helpers import synthetic
-    from helpers.standin import build_once
 
-    root = Path(root) if root else cache_dir() / f"tiny-v{TINY_VERSION}"
+    root = Path(root) if root else tiny_assets_dir()
     assets = TinyAssets(root=root, model_dir=root / "model", dataset_dir=root / "big_bench_audio_tiny")
 
     def build(tmp: Path) -> None:
         build_tiny_model(tmp / "model")
         synthetic.write_dataset(tmp / "big_bench_audio_tiny")
 
-    build_once(root, build, TINY_VERSION, rebuild=rebuild)
+    build_once(root, build, TINY_ASSETS_VERSION, rebuild=rebuild)
     return assets
+
+
+def ensure_assets(profile: Profile) -> None:
+    """Build what the profile loads from the tutorial's cache (the tiny model and dataset) if it
+    is not there yet: the loaders call this, so asking for a profile never builds anything."""
+    if profile.is_tiny:
+        ensure_tiny_assets()
+
+
+def build_once(root: str | os.PathLike, build: Callable[[Path], object], stamp: str, rebuild: bool = False) -> Path:
+    """Run ``build(folder)`` once for `root`, however many processes ask at the same time.
+
+    `build` writes into a temporary sibling folder that is renamed to `root` only when complete
+    (with a COMPLETE file holding `stamp`), so a half-built folder is never mistaken for a finished
+    one; a failed build leaves nothing behind.
+    """
+    from filelock import FileLock
+
+    root = Path(root)
+    complete = root / "COMPLETE"
+    if complete.exists() and not rebuild:
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # A notebook and a test run may ask at once: one builds, the other waits and reuses it.
+    with FileLock(str(root) + ".lock"):
+        if complete.exists() and not rebuild:
+            return root
+        if root.exists():
+            shutil.rmtree(root)
+        tmp = root.with_name(root.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        try:
+            build(tmp)
+            (tmp / "COMPLETE").write_text(stamp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        tmp.rename(root)  # atomic on one file system
+    return root

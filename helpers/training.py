@@ -22,195 +22,31 @@ from __future__ import annotations
 
 import errno
 import gc
-import json
+import os
 import random
-import re
 import shutil
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
-TRAINER_STATE = "trainer_state.json"
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-# Written by Trainer after the weights; without them a resume silently restarts Adam, the
-# learning-rate schedule or the dropout random numbers (Trainer only logs that they are missing).
-TRAINING_STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state*.pth")
-TORN_PREFIX = "torn-"
-CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+from helpers.checkpoints import (
+    TRAINER_STATE,
+    _checkpoint_folders,
+    checkpoint_problem,
+    checkpoint_step,
+    first_line,
+    folder_size,
+    last_complete_checkpoint,
+    readable_size,
+)
+from helpers.hardware import pick_dtype, training_plan
+from helpers.loading import LOGIN_ADVICE, hub_token, model_dtype
+from helpers.profiles import Profile
+
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-
-_SAVE_AGAIN = ("Save the adapter again (notebook 03), or use the adapter in the newest complete "
-               "checkpoint-* folder of the training output.")
-
-
-class IncompleteCheckpointWarning(UserWarning):
-    """A checkpoint folder could not be resumed from (it was cut off while being saved)."""
-
-
-# -- checking files ------------------------------------------------------------------------
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def check_safetensors_file(path) -> list[str]:
-    """The tensor names in a `.safetensors` file; a `ValueError` naming the file if it is cut off."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"'{path}' is missing.")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            names = list(handle.keys())
-    except SafetensorError as error:
-        raise ValueError(f"'{path}' is damaged ({_first_line(error)}; {path.stat().st_size:,} bytes): "
-                         f"it was cut off while being written. {_SAVE_AGAIN}") from None
-    if not names:
-        raise ValueError(f"'{path}' holds no tensors. {_SAVE_AGAIN}")
-    return names
-
-
-def check_adapter_files(folder) -> dict:
-    """The LoRA adapter's configuration, once both of its files are known to be whole.
-
-    A save cut short (a runtime stopped mid-write, a full disk) leaves a truncated
-    `adapter_model.safetensors` or an unreadable `adapter_config.json`. This raises a `ValueError`
-    that names the damaged file (a `FileNotFoundError` for a missing one) instead of letting
-    safetensors fail later with "incomplete metadata".
-    """
-    folder = Path(folder)
-    config_file = folder / ADAPTER_CONFIG
-    if not config_file.is_file():
-        raise FileNotFoundError(f"'{config_file}' is missing: '{folder}' is not a complete LoRA adapter folder.")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"'{config_file}' is not valid JSON ({error}): it was cut off while being written. "
-                         f"{_SAVE_AGAIN}") from None
-    if not isinstance(config, dict) or "peft_type" not in config:
-        raise ValueError(f"'{config_file}' is not a LoRA adapter configuration (it has no 'peft_type'). {_SAVE_AGAIN}")
-    check_safetensors_file(folder / ADAPTER_WEIGHTS)
-    return config
-
-
-def _torch_file_problem(path: Path) -> str | None:
-    # torch.save writes a zip archive whose directory comes last: a file cut off anywhere has
-    # none, and the stored checksums catch the rest, without unpickling anything.
-    try:
-        with zipfile.ZipFile(path) as archive:
-            broken = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        return f"{path.name} is damaged ({_first_line(error)}; {path.stat().st_size:,} bytes)"
-    return f"{path.name} is damaged ({broken} fails its checksum)" if broken else None
-
-
-def checkpoint_step(folder) -> int | None:
-    match = CHECKPOINT_NAME.fullmatch(Path(folder).name)
-    return int(match.group(1)) if match else None
-
-
-def checkpoint_problem(folder, with_training_state: bool = True) -> str | None:
-    """Why the checkpoint `folder` cannot be resumed from, or None when it is complete.
-
-    Complete means: `trainer_state.json` readable and for the folder's step, the weights readable
-    (`adapter_config.json` + `adapter_model.safetensors`, or `model*.safetensors`), and, unless
-    `with_training_state=False` (`save_only_model`), the optimizer, scheduler and random-number
-    states present and whole.
-    """
-    from transformers import TrainerState
-
-    folder = Path(folder)
-    try:
-        state = TrainerState.load_from_json(str(folder / TRAINER_STATE))
-    except FileNotFoundError:
-        return f"{TRAINER_STATE} is missing"
-    except (OSError, ValueError, TypeError) as error:
-        return f"{TRAINER_STATE} is unreadable ({_first_line(error)})"
-    step = checkpoint_step(folder)
-    if step is not None and state.global_step != step:
-        return f"{TRAINER_STATE} is for step {state.global_step}, not {step}"
-    try:
-        if (folder / ADAPTER_CONFIG).exists() or (folder / ADAPTER_WEIGHTS).exists():
-            check_adapter_files(folder)
-        else:
-            weights = sorted(folder.glob("model*.safetensors"))
-            if not weights:
-                return "it holds no model weights"
-            for file in weights:
-                check_safetensors_file(file)
-    except (OSError, ValueError) as error:
-        return _first_line(error)
-    if with_training_state:
-        for pattern in TRAINING_STATE_FILES:
-            if not any(folder.glob(pattern)):
-                return f"{pattern.replace('*', '')} is missing"
-    # The archives a resume loads (training_args.bin is only written, never read back).
-    for file in sorted([*folder.glob("*.pt"), *folder.glob("*.pth")]):
-        problem = _torch_file_problem(file)
-        if problem:
-            return problem
-    return None
-
-
-def _checkpoint_folders(output_dir: Path) -> list[Path]:
-    if not output_dir.is_dir():
-        return []
-    folders = [p for p in output_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
-    return sorted(folders, key=checkpoint_step)
-
-
-def _set_aside(folder: Path) -> Path:
-    aside = folder.with_name(TORN_PREFIX + folder.name)
-    if aside.exists():
-        shutil.rmtree(aside)
-    folder.rename(aside)
-    return aside
-
-
-def last_complete_checkpoint(output_dir, with_training_state: bool = True) -> Path | None:
-    """The newest checkpoint in `output_dir` that can be resumed from, or None.
-
-    Newer ones that are torn are renamed `torn-checkpoint-N`, with a warning that names them.
-    Moving rather than leaving them: Trainer counts every `checkpoint-*` folder against
-    `save_total_limit` (newest by time first), so a torn one would be kept while a complete one
-    is deleted, and saving step N again would mix new files with the torn ones. Moving rather
-    than deleting: a rename costs nothing and keeps whatever was written for a look.
-    """
-    from transformers.trainer_utils import get_last_checkpoint
-
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return None
-    while (newest := get_last_checkpoint(str(output_dir))) is not None:
-        newest = Path(newest)
-        problem = checkpoint_problem(newest, with_training_state)
-        if problem is None:
-            return newest
-        aside = _set_aside(newest)
-        warnings.warn(f"Checkpoint '{newest}' is incomplete ({problem}): training probably stopped while it "
-                      f"was being saved. It was moved to '{aside.name}'; training goes on from the checkpoint "
-                      "before it.", IncompleteCheckpointWarning, stacklevel=2)
-    return None
-
-
-def _folder_size(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-
-
-def _size(num_bytes: float) -> str:
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if num_bytes < 1000 or unit == "GB":
-            return f"{num_bytes:.0f} {unit}" if unit == "bytes" else f"{num_bytes:.1f} {unit}"
-        num_bytes /= 1000
-    raise AssertionError("unreachable")
-
 
 # -- out of memory -------------------------------------------------------------------------
 
@@ -347,10 +183,10 @@ def _full_disk_error(trainer, error: BaseException) -> OSError:
         shutil.rmtree(folder, ignore_errors=True)
     complete = [f for f in _checkpoint_folders(output_dir) if checkpoint_problem(f, with_state) is None]
     last = complete[-1] if complete else None
-    needed = _folder_size(last) if last else _state_size_estimate(trainer)
+    needed = folder_size(last) if last else _state_size_estimate(trainer)
     free = shutil.disk_usage(output_dir).free if output_dir.exists() else 0
-    message = (f"The disk is full: saving the training state in '{output_dir}' failed ({_first_line(error)}). "
-               f"A checkpoint takes about {_size(needed)}; {_size(free)} are free. ")
+    message = (f"The disk is full: saving the training state in '{output_dir}' failed ({first_line(error)}). "
+               f"A checkpoint takes about {readable_size(needed)}; {readable_size(free)} are free. ")
     if partial:
         message += f"The incomplete {', '.join(f.name for f in partial)} was removed. "
     if last:
@@ -434,7 +270,7 @@ def train(trainer):
                 trainer.save_state()
                 return result
             except OutOfMemoryError as error:
-                reason = _first_line(error)  # only the text: the exception holds the failed step's tensors
+                reason = first_line(error)  # only the text: the exception holds the failed step's tensors
             _recover_from_out_of_memory(trainer, memory, reason)
     except Exception as error:
         if _is_full_disk(error, trainer):
@@ -502,3 +338,76 @@ class AnswerLossTrainer(Trainer):
         else:
             loss = loss / (chosen != -100).sum()
         return (loss, outputs) if return_outputs else loss
+
+
+def training_arguments(profile: Profile, output_dir: str | os.PathLike, push_to_hub: bool = False, **overrides):
+    """`TrainingArguments` for the profile: the published recipe's hyper-parameters for `full`,
+    a short CPU run for `tiny`. `push_to_hub=True` needs a Hub login and says so if missing."""
+    from transformers import TrainingArguments
+
+    if push_to_hub and not overrides.get("hub_model_id"):
+        raise ValueError("push_to_hub=True needs the repository to push to: hub_model_id='your-name/voxtral-lora' "
+                         "(without it the Trainer would invent one from the output folder's name).")
+    if push_to_hub and hub_token() is None:
+        raise RuntimeError(f"push_to_hub=True needs a Hugging Face login: {LOGIN_ADVICE}, or leave push_to_hub off.")
+    dtype = pick_dtype(profile)
+    on_gpu = torch.cuda.is_available()
+    plan = training_plan(profile)
+    settings = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=plan.micro_batch,
+        per_device_eval_batch_size=plan.micro_batch,
+        gradient_accumulation_steps=plan.accumulation,
+        learning_rate=profile.learning_rate,
+        num_train_epochs=profile.train_epochs,
+        max_steps=profile.max_train_steps,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.1,  # a float below 1 is a fraction of the training steps
+        weight_decay=0.01,
+        activation_checkpointing=plan.activation_checkpointing,  # "gradient_checkpointing" before transformers 5.2x
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        bf16=on_gpu and dtype == torch.bfloat16,
+        fp16=on_gpu and dtype == torch.float16,
+        logging_steps=profile.logging_steps,
+        eval_strategy="steps",
+        eval_steps=profile.eval_steps,
+        save_strategy="steps",
+        save_steps=profile.eval_steps,
+        save_total_limit=2,
+        remove_unused_columns=False,  # the collator needs the raw audio and category columns
+        report_to="none",
+        seed=42,
+        data_seed=42,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=on_gpu,
+        push_to_hub=push_to_hub,
+    )
+    settings.update(overrides)
+    return TrainingArguments(**settings)
+
+
+def make_trainer(model, processor, profile: Profile, train_dataset, eval_dataset=None, output_dir="outputs/lora",
+                 callbacks=None, precompute: bool = True, **overrides):
+    """A `transformers.Trainer` wired with our collator and the profile's training arguments; its loss
+    computes the output head only where the answer is learned (`helpers.training.AnswerLossTrainer`).
+
+    With `precompute` (default) the audio features are computed once, before the first epoch,
+    instead of in every batch of every epoch.
+    """
+    from helpers.collator import VoxtralAudioCollator, precompute_features
+    from helpers.training import AnswerLossTrainer
+
+    if precompute:
+        train_dataset = precompute_features(train_dataset, processor)
+        if eval_dataset is not None:
+            eval_dataset = precompute_features(eval_dataset, processor)
+
+    from helpers.training import TimeBudget
+
+    args = training_arguments(profile, output_dir, **overrides)
+    if profile.train_minutes:
+        callbacks = [*(callbacks or []), TimeBudget(profile.train_minutes)]
+    if eval_dataset is None:
+        args.eval_strategy = "no"
+    return AnswerLossTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                             data_collator=VoxtralAudioCollator(processor, dtype=model_dtype(model)), callbacks=callbacks)

@@ -13,9 +13,9 @@ import html
 import ipywidgets as widgets
 from IPython.display import HTML, Audio
 
-from helpers.data import SAMPLING_RATE, load_audio
+from helpers.audio import SAMPLING_RATE, load_audio
 from helpers.evaluate import generate_answers, normalize_answer
-from helpers.prompts import INSTRUCTIONS
+from helpers.tasks import INSTRUCTIONS
 
 
 def player(audio, sampling_rate: int = SAMPLING_RATE) -> Audio:
@@ -25,7 +25,7 @@ def player(audio, sampling_rate: int = SAMPLING_RATE) -> Audio:
 
 def audio_tag(audio, sampling_rate: int | None = None) -> str:
     """An HTML `<audio>` player with the clip embedded as a WAV data URI."""
-    from helpers.data import wav_bytes
+    from helpers.audio import wav_bytes
 
     data = base64.b64encode(wav_bytes(load_audio(audio, sampling_rate))).decode("ascii")
     return f'<audio controls preload="none" src="data:audio/wav;base64,{data}"></audio>'

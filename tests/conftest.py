@@ -11,8 +11,11 @@ warnings.filterwarnings("ignore", message=".*torchcodec.*")
 @pytest.fixture(scope="session")
 def profile():
     from helpers.profiles import get_profile
+    from helpers.tiny import ensure_assets
 
-    return get_profile("tiny")
+    profile = get_profile("tiny")
+    ensure_assets(profile)  # tests read its model and dataset folders directly
+    return profile
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +27,7 @@ def splits(profile):
 
 @pytest.fixture(scope="session")
 def model_and_processor(profile):
-    from helpers.model import load_model_and_processor
+    from helpers.loading import load_model_and_processor
 
     return load_model_and_processor(profile)
 
@@ -36,6 +39,6 @@ def processor(model_and_processor):
 
 @pytest.fixture()
 def fresh_model(profile):
-    from helpers.model import load_model_and_processor
+    from helpers.loading import load_model_and_processor
 
     return load_model_and_processor(profile)[0]

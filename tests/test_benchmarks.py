@@ -1,15 +1,12 @@
 """Smoke tests: the benchmark scripts run on CPU and report numbers (speed is measured by
 `make bench`, never asserted here)."""
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
-
 
 def test_train_step_smoke_on_cpu():
-    import train_step
+    from benchmarks import train_step
 
     results = train_step.main(["--device", "cpu", "--tiny", "--steps", "1", "--warmup", "0"])
     names = [v["name"] for v in results["variants"]]
@@ -21,7 +18,7 @@ def test_train_step_smoke_on_cpu():
 
 
 def test_train_step_runs_clips_over_30_seconds():
-    import train_step
+    from benchmarks import train_step
 
     results = train_step.main(["--device", "cpu", "--tiny", "--steps", "1", "--warmup", "0",
                                "--variants", "batch4-checkpointing", "--chunks", "2"])
@@ -35,7 +32,7 @@ def test_tuned_step_computes_the_same_update_as_the_published_one():
     8 micro-batches of 2 equals the mean over one batch of 16: same gradients, same update."""
     import torch
 
-    import train_step
+    from benchmarks import train_step
 
     published = train_step.lora_weights_after_one_step(train_step.PUBLISHED)
     tuned = train_step.lora_weights_after_one_step(train_step.TUNED)
@@ -48,7 +45,7 @@ def test_tuned_step_computes_the_same_update_as_the_published_one():
 
 
 def test_train_step_flops_count_is_plausible_for_the_full_model():
-    import train_step
+    from benchmarks import train_step
 
     flops = train_step.model_flops_per_sample(train_step.full_size_config())
     # ~3.64B language-model parameters (head included) x 438 tokens x 4 (forward, and backward
@@ -57,7 +54,7 @@ def test_train_step_flops_count_is_plausible_for_the_full_model():
 
 
 def test_bench_markdown_marks_gpu_rows_unmeasured():
-    import run
+    from benchmarks import run
 
     results = {"date": "d", "machine": {"cpu": "c", "cores": 2, "torch": "t"},
                "data_pipeline": {"rows": 1, "baseline": 1, "baseline_per_epoch": [1], "ours": 3, "ours_per_epoch": [3],
@@ -69,7 +66,7 @@ def test_bench_markdown_marks_gpu_rows_unmeasured():
 
 
 def test_bench_markdown_shows_recorded_gpu_results():
-    import run
+    from benchmarks import run
 
     recorded = run.gpu_results()
     assert set(recorded) == {"train_step_gpu", "evaluation_gpu"}  # committed from the H100 run
@@ -81,7 +78,7 @@ def test_bench_markdown_shows_recorded_gpu_results():
 def test_evaluation_benchmark_rows_survive_the_file_round_trip(tmp_path):
     import numpy as np
 
-    import evaluation_full_size as bench
+    from benchmarks import evaluation_full_size as bench
 
     rows = [{"audio": {"array": np.full(n, i / 10, np.float32), "sampling_rate": 16000}, "category": c, "official_answer": a}
             for i, (n, c, a) in enumerate([(16000, "navigate", "Yes"), (24000, "object_counting", 7)])]
@@ -95,7 +92,7 @@ def test_evaluation_benchmark_rows_survive_the_file_round_trip(tmp_path):
 def test_evaluation_benchmark_smoke_on_cpu(tmp_path):
     import json
 
-    import evaluation_full_size as bench
+    from benchmarks import evaluation_full_size as bench
 
     results = bench.main(["--device", "cpu", "--tiny", "--count", "4", "--max-new-tokens", "3",
                           "--json", str(tmp_path / "e.json")])

@@ -101,7 +101,8 @@ def prepare_adapter_and_recordings(root: Path, profile) -> dict:
     """The adapter notebook 05 loads, a spoken 10-s 44.1 kHz stereo question (1.7 MB), a broken file."""
     from scipy.signal import resample_poly
 
-    from helpers.model import add_lora, load_model_and_processor, save_adapter
+    from helpers.loading import load_model_and_processor, save_adapter
+    from helpers.lora import add_lora
 
     # Notebook 03 trains the adapter; an untrained LoRA wrapper has the same files and loads the same way.
     model, processor = load_model_and_processor(profile)

@@ -8,7 +8,6 @@ from a copy of this checkout. Each notebook runs in a fresh kernel and a fresh w
 directory, so the only way notebooks 04 and 05 can find notebook 03's adapter is through Drive.
 """
 import json
-import os
 import shutil
 import site
 import subprocess

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.audio import SAMPLING_RATE
 from helpers.collator import IGNORE_INDEX, VoxtralAudioCollator
-from helpers.data import SAMPLING_RATE
-from helpers.prompts import build_conversation
 from helpers.published import published_collate
+from helpers.tasks import build_conversation
 
 END_INST = 4
 
@@ -123,9 +123,12 @@ def test_dtype_cast_for_half_precision_models(processor, splits):
 
 @pytest.mark.parametrize("row, message", [
     ({"id": 3, "category": "navigate", "official_answer": "Yes"}, "sample 3: missing 'audio'"),
-    ({"id": 4, "category": "navigate", "audio": {"array": np.zeros(16000), "sampling_rate": 16000}}, "sample 4: missing 'official_answer'"),
-    ({"id": 5, "category": "navigate", "official_answer": "", "audio": {"array": np.zeros(16000), "sampling_rate": 16000}}, "sample 5: empty 'official_answer'"),
-    ({"id": 6, "official_answer": "Yes", "audio": {"array": np.zeros(10), "sampling_rate": 16000}}, "sample 6: audio is 1 ms long"),
+    ({"id": 4, "category": "navigate", "audio": {"array": np.zeros(16000), "sampling_rate": 16000}},
+     "sample 4: missing 'official_answer'"),
+    ({"id": 5, "category": "navigate", "official_answer": "", "audio": {"array": np.zeros(16000), "sampling_rate": 16000}},
+     "sample 5: empty 'official_answer'"),
+    ({"id": 6, "official_answer": "Yes", "audio": {"array": np.zeros(10), "sampling_rate": 16000}},
+     "sample 6: audio is 1 ms long"),
 ])
 def test_bad_rows_name_the_sample(processor, row, message):
     with pytest.raises(ValueError, match=message):
@@ -138,7 +141,7 @@ def test_non_string_and_unicode_answers(processor):
         {"audio": audio, "category": "object_counting", "official_answer": 7},
         {"audio": audio, "category": "navigate", "official_answer": "Ja, natürlich ✓"},
     ])
-    labels = [l[l != IGNORE_INDEX].tolist() for l in batch["labels"]]
+    labels = [row[row != IGNORE_INDEX].tolist() for row in batch["labels"]]
     assert processor.tokenizer.decode(labels[0], skip_special_tokens=True) == "7"
     assert processor.tokenizer.decode(labels[1], skip_special_tokens=True) == "Ja, natürlich ✓"
 

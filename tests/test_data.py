@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers.data import (SAMPLING_RATE, category_counts, duration_seconds, load_audio, num_chunks,
-                          stratified_test_indices, wav_bytes)
+from helpers.audio import SAMPLING_RATE, load_audio, num_chunks, wav_bytes
+from helpers.data import category_counts, duration_seconds, stratified_test_indices
 
 
 def tone(seconds=1.0, rate=SAMPLING_RATE, freq=440.0):
@@ -111,7 +111,8 @@ def test_wav_bytes_round_trip():
     ({"array": np.zeros(0, np.float32), "sampling_rate": 16000}, "sample 7: audio is empty"),
     ({"array": np.zeros(800, np.float32), "sampling_rate": 16000}, "sample 7: audio is 50 ms long"),
     ({"array": np.array([0.1, np.nan] * 8000, np.float32), "sampling_rate": 16000}, "sample 7: audio contains 8000 NaN"),
-    ({"array": np.array([0.1, np.inf] * 8000, np.float32), "sampling_rate": 16000}, "sample 7: audio contains 8000 NaN or infinite"),
+    ({"array": np.array([0.1, np.inf] * 8000, np.float32), "sampling_rate": 16000},
+     "sample 7: audio contains 8000 NaN or infinite"),
     ({"array": np.zeros(16000, np.float32)}, "sample 7: audio dict has an 'array' but no 'sampling_rate'"),
     (np.zeros(16000, np.float32), "sample 7: a raw audio array needs its sampling_rate"),
     (None, "sample 7: no audio"),

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers.data import SAMPLING_RATE, load_audio
+from helpers.audio import SAMPLING_RATE, load_audio
 from helpers.evaluate import generate_answers
-from helpers.profiles import CATEGORIES
+from helpers.tasks import CATEGORIES
 
 try:
     import gradio  # noqa: F401

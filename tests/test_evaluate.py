@@ -1,6 +1,12 @@
 import pytest
 
-from helpers.evaluate import accuracy_table, baselines, evaluate, generate_answers, normalize_answer
+from helpers.evaluate import (
+    accuracy_table,
+    baselines,
+    evaluate,
+    generate_answers,
+    normalize_answer,
+)
 from helpers.published import published_generate
 
 

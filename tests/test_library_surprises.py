@@ -7,7 +7,7 @@ import pytest
 
 def test_processor_from_a_folder_without_model_config_loses_the_chat_template(processor, tmp_path):
     """VoxtralProcessor.from_pretrained on an adapter folder (processor files, no config.json)
-    loads a generic tokenizer with no chat template; helpers.model.load_processor builds the
+    loads a generic tokenizer with no chat template; helpers.loading.load_processor builds the
     MistralCommonBackend explicitly instead."""
     from transformers import MistralCommonBackend, VoxtralProcessor
 
@@ -21,7 +21,7 @@ def test_processor_from_a_folder_without_model_config_loses_the_chat_template(pr
 def test_load_processor_survives_the_same_folder(processor, profile, tmp_path):
     from transformers import MistralCommonBackend
 
-    from helpers.model import load_processor
+    from helpers.loading import load_processor
 
     processor.save_pretrained(tmp_path)
     reloaded = load_processor(profile, adapter=tmp_path)
@@ -47,7 +47,7 @@ def test_kwargs_outside_processor_kwargs_warn(processor, caplog):
     processor kwargs belong in `processor_kwargs`."""
     import numpy as np
 
-    from helpers.prompts import build_conversation
+    from helpers.tasks import build_conversation
 
     conversation = build_conversation({"audio": {"array": np.zeros(16000, np.float32), "sampling_rate": 16000},
                                        "category": "navigate"})
@@ -65,7 +65,7 @@ def test_any_to_any_pipeline_cannot_batch_voxtral(model_and_processor):
     import numpy as np
     from transformers import pipeline
 
-    from helpers.prompts import build_conversation
+    from helpers.tasks import build_conversation
 
     model, processor = model_and_processor
     pipe = pipeline("any-to-any", model=model, processor=processor)
@@ -80,14 +80,11 @@ def test_default_voxtral_config_has_no_audio_token_id():
     """`VoxtralConfig()` builds Voxtral-Mini-3B's architecture but leaves `audio_token_id` unset
     (the Hub config says 24), so a model built from it cannot place audio embeddings: the GPU
     benchmarks' `full_size_config()` sets the real id."""
-    import sys
-    from pathlib import Path
 
     from transformers import VoxtralConfig
 
     assert VoxtralConfig().audio_token_id is None
-    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
-    import train_step
+    from benchmarks import train_step
 
     assert train_step.full_size_config().audio_token_id == 24
 
@@ -104,7 +101,7 @@ def test_bare_module_names_skip_nothing():
 def test_input_require_grads_reaches_the_audio_tower(profile):
     """transformers 5.24's `enable_input_require_grads` (called with activation checkpointing)
     hooks the input embeddings of every sub-model, the frozen audio tower's too: without
-    `helpers.model.freeze_audio_tower`'s detach, the tower is recomputed and back-propagated."""
+    `helpers.lora.freeze_audio_tower`'s detach, the tower is recomputed and back-propagated."""
     from transformers import VoxtralForConditionalGeneration
 
     model = VoxtralForConditionalGeneration.from_pretrained(profile.model_id)

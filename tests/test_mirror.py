@@ -105,7 +105,7 @@ def test_mirror_says_how_to_use_it(mirrored):
 
 
 def test_mirror_folder_keeps_the_repository_name_so_adapters_match(mirrored):
-    from helpers.model import model_name
+    from helpers.loading import model_name
 
     assert model_name(mirrored["model"]) == model_name(FULL_MODEL_ID)
     snapshot = Path("/x/hub/datasets--ArtificialAnalysis--big_bench_audio/snapshots/0123abc")
@@ -115,7 +115,7 @@ def test_mirror_folder_keeps_the_repository_name_so_adapters_match(mirrored):
 LOAD_OFFLINE = """
 import json, os
 from helpers.data import load_splits
-from helpers.model import load_model_and_processor
+from helpers.loading import load_model_and_processor
 from helpers.profiles import get_profile
 
 profile = get_profile()
@@ -134,7 +134,7 @@ def test_full_profile_reads_the_mirror_with_the_hub_off(mirrored, tmp_path, monk
     import datasets.config
 
     from helpers.data import load_splits
-    from helpers.model import load_model_and_processor
+    from helpers.loading import load_model_and_processor
     from helpers.profiles import get_profile
 
     for module in (huggingface_hub.constants, datasets.config):

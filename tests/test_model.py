@@ -4,11 +4,18 @@ import json
 import pytest
 import torch
 
-from helpers import model as model_helpers
-from helpers.model import (add_lora, freeze_audio_tower, lora_config, lora_module_names, pick_dtype,
-                           trainable_parameters, training_arguments)
+from helpers import hardware, loading, lora, training
+from helpers.hardware import pick_dtype
+from helpers.lora import (
+    add_lora,
+    freeze_audio_tower,
+    lora_config,
+    lora_module_names,
+    trainable_parameters,
+)
 from helpers.profiles import get_profile
 from helpers.published import PUBLISHED_TARGET_MODULES
+from helpers.training import training_arguments
 
 
 def full_size_model():
@@ -21,7 +28,7 @@ def full_size_model():
 def test_audio_tower_lives_under_model_model():
     model = full_size_model()
     assert not hasattr(model, "audio_tower")  # the guide's `model.audio_tower` raises AttributeError
-    assert model_helpers.audio_tower(model) is model.model.audio_tower
+    assert lora.audio_tower(model) is model.model.audio_tower
 
 
 def test_our_lora_adapts_language_model_and_projector_only():
@@ -91,7 +98,7 @@ def test_dtype_on_cpu_and_forced(monkeypatch):
 
 def test_full_training_arguments_follow_the_recipe(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # TrainingArguments would touch a faked GPU
-    monkeypatch.setattr(model_helpers, "training_plan", lambda profile: model_helpers.TrainingPlan(8, 2, False, "test"))
+    monkeypatch.setattr(training, "training_plan", lambda profile: hardware.TrainingPlan(8, 2, False, "test"))
     args = training_arguments(get_profile("full"), tmp_path)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.activation_checkpointing) == (8, 2, False)
     assert args.learning_rate == 2e-4 and args.num_train_epochs == 3
@@ -109,7 +116,7 @@ def test_full_training_arguments_follow_the_recipe(tmp_path, monkeypatch):
 ])
 def test_training_plan_spends_memory_on_speed_only_where_it_fits(monkeypatch, gib, capability, expected):
     fake_gpu(monkeypatch, gib, capability)
-    plan = model_helpers.training_plan(get_profile("full"))
+    plan = hardware.training_plan(get_profile("full"))
     assert (plan.micro_batch, plan.accumulation, plan.activation_checkpointing) == expected
     assert plan.micro_batch * plan.accumulation == 16 and "GiB" in plan.reason
 
@@ -117,20 +124,20 @@ def test_training_plan_spends_memory_on_speed_only_where_it_fits(monkeypatch, gi
 def test_training_plan_keeps_what_the_profile_fixes(monkeypatch, tmp_path):
     fake_gpu(monkeypatch, 79.2)
     published = get_profile("full", per_device_batch_size=2, gradient_accumulation_steps=8, activation_checkpointing=True)
-    plan = model_helpers.training_plan(published)
+    plan = hardware.training_plan(published)
     assert (plan.micro_batch, plan.accumulation, plan.activation_checkpointing) == (2, 8, True)
-    plan = model_helpers.training_plan(get_profile("full", effective_batch_size=32))
+    plan = hardware.training_plan(get_profile("full", effective_batch_size=32))
     assert (plan.micro_batch, plan.accumulation) == (8, 4)
-    plan = model_helpers.training_plan(get_profile("full", effective_batch_size=12))
+    plan = hardware.training_plan(get_profile("full", effective_batch_size=12))
     assert (plan.micro_batch, plan.accumulation) == (6, 2)  # the largest divisor within the tier's 8
-    plan = model_helpers.training_plan(get_profile("full", gradient_accumulation_steps=4))
+    plan = hardware.training_plan(get_profile("full", gradient_accumulation_steps=4))
     assert (plan.micro_batch, plan.accumulation) == (4, 4)
     with pytest.raises(ValueError, match="effective batch 16 is not a multiple of the micro-batch 6"):
-        model_helpers.training_plan(get_profile("full", per_device_batch_size=6))
+        hardware.training_plan(get_profile("full", per_device_batch_size=6))
     with pytest.raises(ValueError, match="effective batch 16 is not a multiple of gradient_accumulation_steps 5"):
-        model_helpers.training_plan(get_profile("full", gradient_accumulation_steps=5))
+        hardware.training_plan(get_profile("full", gradient_accumulation_steps=5))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    plan = model_helpers.training_plan(get_profile("tiny"))
+    plan = hardware.training_plan(get_profile("tiny"))
     assert (plan.micro_batch, plan.accumulation, plan.activation_checkpointing) == (8, 1, False)
 
 
@@ -140,7 +147,7 @@ def test_tiny_training_arguments_and_overrides(tmp_path):
 
 
 def test_push_to_hub_needs_a_login(tmp_path, monkeypatch):
-    monkeypatch.setattr(model_helpers, "hub_token", lambda: None)
+    monkeypatch.setattr(training, "hub_token", lambda: None)
     with pytest.raises(RuntimeError, match="needs a Hugging Face login"):
         training_arguments(get_profile("tiny"), tmp_path, push_to_hub=True, hub_model_id="me/voxtral-lora")
 
@@ -158,7 +165,7 @@ def go_offline(monkeypatch, tmp_path):
 def test_full_profile_offline_says_what_to_do(monkeypatch, tmp_path):
     go_offline(monkeypatch, tmp_path)
     with pytest.raises(RuntimeError, match="VOXTRAL_PROFILE=tiny") as info:
-        model_helpers.load_model_and_processor(get_profile("full", load_in_4bit=False))
+        loading.load_model_and_processor(get_profile("full", load_in_4bit=False))
     assert "hf auth login" in str(info.value) and "huggingface-cli" not in str(info.value)
 
 
@@ -172,10 +179,10 @@ def test_full_dataset_offline_says_what_to_do(monkeypatch, tmp_path):
 
 def test_missing_adapter_and_processor(profile, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        model_helpers.load_model_and_processor(profile, adapter=tmp_path / "nope")
+        loading.load_model_and_processor(profile, adapter=tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="not a LoRA adapter folder"):
-        model_helpers.load_model_and_processor(profile, adapter=tmp_path / "empty")
+        loading.load_model_and_processor(profile, adapter=tmp_path / "empty")
 
 
 def test_adapter_for_another_base_model(profile, tmp_path):
@@ -184,27 +191,27 @@ def test_adapter_for_another_base_model(profile, tmp_path):
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "mistralai/Voxtral-Small-24B-2507"}))
     (adapter / "adapter_model.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match="was trained on 'mistralai/Voxtral-Small-24B-2507'"):
-        model_helpers.load_model_and_processor(profile, adapter=adapter)
+        loading.load_model_and_processor(profile, adapter=adapter)
 
 
 def test_missing_processor(profile, tmp_path):
     from dataclasses import replace
 
     with pytest.raises(FileNotFoundError, match="No Voxtral processor"):
-        model_helpers.load_processor(replace(profile, model_id=str(tmp_path)))
+        loading.load_processor(replace(profile, model_id=str(tmp_path)))
 
 
 def test_four_bit_only_for_the_full_model_on_small_gpus(monkeypatch):
     full, tiny = get_profile("full"), get_profile("tiny")
     fake_gpu(monkeypatch, 15, (7, 5))
-    assert model_helpers.wants_4bit(full) and not model_helpers.wants_4bit(tiny)  # a T4
+    assert hardware.wants_4bit(full) and not hardware.wants_4bit(tiny)  # a T4
     fake_gpu(monkeypatch, 80, (9, 0))
-    assert not model_helpers.wants_4bit(full)  # an H100
-    assert model_helpers.wants_4bit(get_profile("full", load_in_4bit=True))
+    assert not hardware.wants_4bit(full)  # an H100
+    assert hardware.wants_4bit(get_profile("full", load_in_4bit=True))
     monkeypatch.setenv("VOXTRAL_GPU_MEMORY_GIB", "15")  # an H100 rehearsing as a T4
-    assert model_helpers.wants_4bit(full)
+    assert hardware.wants_4bit(full)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert not model_helpers.wants_4bit(full)
+    assert not hardware.wants_4bit(full)
 
 
 def test_four_bit_keeps_audio_tower_projector_and_head_in_the_compute_dtype():
@@ -214,7 +221,7 @@ def test_four_bit_keeps_audio_tower_projector_and_head_in_the_compute_dtype():
     from transformers.quantizers.base import HfQuantizer
     from transformers.quantizers.quantizers_utils import should_convert_module
 
-    config = model_helpers.quantization_config(torch.float16)
+    config = hardware.quantization_config(torch.float16)
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_compute_dtype == torch.float16
     model = full_size_model()
     skipped = HfQuantizer.get_modules_to_not_convert(model, config.llm_int8_skip_modules, model._keep_in_fp32_modules)
@@ -246,7 +253,7 @@ def test_processor_loads_from_a_snapshot_of_the_real_repo(profile, processor, tm
     from dataclasses import replace
 
     snapshot = snapshot_like_the_hub(profile, tmp_path / "Voxtral-Mini-3B-2507")
-    loaded = model_helpers.load_processor(replace(profile, name="full", model_id=str(snapshot)))
+    loaded = loading.load_processor(replace(profile, name="full", model_id=str(snapshot)))
     assert loaded.feature_extractor.feature_size == 128
     assert loaded.tokenizer.encode("Is it valid?") == processor.tokenizer.encode("Is it valid?")
 
@@ -254,17 +261,17 @@ def test_processor_loads_from_a_snapshot_of_the_real_repo(profile, processor, tm
 def test_adapter_from_the_environment_or_the_outputs_folder(profile, monkeypatch, tmp_path):
     monkeypatch.delenv("VOXTRAL_ADAPTER", raising=False)
     monkeypatch.setenv("VOXTRAL_OUTPUTS", str(tmp_path / "outputs"))
-    assert model_helpers.adapter_location(profile) == tmp_path / "outputs" / "tiny" / "adapter"
+    assert loading.adapter_location(profile) == tmp_path / "outputs" / "tiny" / "adapter"
     monkeypatch.setenv("VOXTRAL_ADAPTER", str(tmp_path / "mine"))
-    assert model_helpers.adapter_location(profile) == tmp_path / "mine"
+    assert loading.adapter_location(profile) == tmp_path / "mine"
     monkeypatch.setenv("VOXTRAL_ADAPTER", "someone/voxtral-lora")
-    assert model_helpers.adapter_location(profile) == "someone/voxtral-lora"
+    assert loading.adapter_location(profile) == "someone/voxtral-lora"
 
 
 def test_adapter_from_a_hub_repo_id_is_downloaded(profile, fresh_model, processor, monkeypatch, tmp_path):
     import huggingface_hub
 
-    saved = model_helpers.save_adapter(add_lora(fresh_model), processor, tmp_path / "on-the-hub")
+    saved = loading.save_adapter(add_lora(fresh_model), processor, tmp_path / "on-the-hub")
     calls = []
 
     def snapshot_download(repo_id, **kwargs):
@@ -272,25 +279,25 @@ def test_adapter_from_a_hub_repo_id_is_downloaded(profile, fresh_model, processo
         return str(saved)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    model, _ = model_helpers.load_model_and_processor(profile, adapter="someone/voxtral-lora")
+    model, _ = loading.load_model_and_processor(profile, adapter="someone/voxtral-lora")
     assert calls == ["someone/voxtral-lora"] and len(lora_module_names(model)) > 0
 
 
 def test_adapter_neither_folder_nor_reachable_repo(profile, monkeypatch, tmp_path):
     go_offline(monkeypatch, tmp_path)
     with pytest.raises(FileNotFoundError, match="someone/voxtral-lora") as info:
-        model_helpers.load_model_and_processor(profile, adapter="someone/voxtral-lora")
+        loading.load_model_and_processor(profile, adapter="someone/voxtral-lora")
     assert "hf auth login" in str(info.value) and "VOXTRAL_ADAPTER" in str(info.value)
 
 
 def test_adapter_trained_on_a_snapshot_of_the_same_model(profile):
     snapshot = "/root/.cache/huggingface/hub/models--mistralai--Voxtral-Mini-3B-2507/snapshots/3060fe34b3"
-    assert model_helpers.model_name(snapshot) == model_helpers.model_name("mistralai/Voxtral-Mini-3B-2507")
-    assert model_helpers.model_name("/mnt/mirror/Voxtral-Mini-3B-2507") == "Voxtral-Mini-3B-2507"
+    assert loading.model_name(snapshot) == loading.model_name("mistralai/Voxtral-Mini-3B-2507")
+    assert loading.model_name("/mnt/mirror/Voxtral-Mini-3B-2507") == "Voxtral-Mini-3B-2507"
 
 
 def test_push_to_hub_names_its_repository(tmp_path, monkeypatch):
-    monkeypatch.setattr(model_helpers, "hub_token", lambda: "a-token")
+    monkeypatch.setattr(training, "hub_token", lambda: "a-token")
     with pytest.raises(ValueError, match="hub_model_id"):
         training_arguments(get_profile("tiny"), tmp_path, push_to_hub=True)
     args = training_arguments(get_profile("tiny"), tmp_path, push_to_hub=True, hub_model_id="me/voxtral-lora")
@@ -302,7 +309,7 @@ def test_login_advice_uses_the_installed_command(monkeypatch, tmp_path):
     import sys
     from pathlib import Path
 
-    monkeypatch.setattr(model_helpers, "hub_token", lambda: None)
+    monkeypatch.setattr(training, "hub_token", lambda: None)
     with pytest.raises(RuntimeError, match="hf auth login") as info:
         training_arguments(get_profile("tiny"), tmp_path, push_to_hub=True, hub_model_id="me/x")
     assert "huggingface-cli" not in str(info.value)
@@ -310,8 +317,8 @@ def test_login_advice_uses_the_installed_command(monkeypatch, tmp_path):
 
 
 def test_cut_off_adapter_is_a_clear_error(profile, fresh_model, processor, tmp_path):
-    saved = model_helpers.save_adapter(add_lora(fresh_model), processor, tmp_path / "adapter")
+    saved = loading.save_adapter(add_lora(fresh_model), processor, tmp_path / "adapter")
     weights = saved / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(ValueError, match="adapter_model.safetensors' is damaged"):
-        model_helpers.load_model_and_processor(profile, adapter=saved)
+        loading.load_model_and_processor(profile, adapter=saved)

@@ -1,7 +1,7 @@
 """Figures are built from real data and have what they claim; widget logic runs without a browser."""
 import io
-from datetime import datetime, timezone
 import warnings
+from datetime import datetime, timezone
 
 import matplotlib
 import numpy as np
@@ -11,8 +11,9 @@ import soundfile as sf
 matplotlib.use("Agg")
 
 from helpers import plots, widgets  # noqa: E402
+from helpers.audio import load_audio
 from helpers.collator import VoxtralAudioCollator  # noqa: E402
-from helpers.data import duration_seconds, load_audio  # noqa: E402
+from helpers.data import duration_seconds  # noqa: E402
 from helpers.evaluate import evaluate  # noqa: E402
 
 

@@ -13,7 +13,7 @@ import torch
 from huggingface_hub.errors import GatedRepoError
 
 from helpers import preflight
-from helpers.profiles import FULL_DATASET_ID, FULL_MODEL_ID, get_profile
+from helpers.profiles import FULL_MODEL_ID, get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -122,7 +122,7 @@ def test_missing_ffmpeg_says_how_to_install_it(monkeypatch):
 
 
 def test_without_the_ffmpeg_program_the_test_mp3_comes_from_torchcodec(monkeypatch):
-    from helpers.data import load_audio
+    from helpers.audio import load_audio
 
     monkeypatch.setattr(preflight.shutil, "which", lambda tool: None)
     mp3 = preflight._test_mp3(seconds=1.0)
@@ -131,12 +131,12 @@ def test_without_the_ffmpeg_program_the_test_mp3_comes_from_torchcodec(monkeypat
 
 
 def test_a_torchcodec_that_cannot_decode_names_the_matching_release(monkeypatch):
-    import helpers.data
+    import helpers.audio
 
     def broken(*args, **kwargs):
         raise RuntimeError("Could not load libtorchcodec. Likely causes: FFmpeg is not properly installed")
 
-    monkeypatch.setattr(helpers.data, "load_audio", broken)
+    monkeypatch.setattr(helpers.audio, "load_audio", broken)
     check = preflight.Preflight(get_profile("tiny")).torchcodec()
     major_minor = ".".join(torch.__version__.split(".")[:2])
     assert check.status == "FAIL" and "Could not load libtorchcodec" in check.message

@@ -14,7 +14,7 @@ def test_env_variable_chooses_profile(monkeypatch):
     assert profile.dataset_id == "ArtificialAnalysis/big_bench_audio"
     assert profile.test_per_category == 25
     assert (profile.effective_batch_size, profile.train_epochs) == (16, 3)
-    assert profile.per_device_batch_size is None  # chosen from the GPU's memory: helpers.model.training_plan
+    assert profile.per_device_batch_size is None  # chosen from the GPU's memory: helpers.hardware.training_plan
     assert profile.learning_rate == 2e-4 and profile.dtype == "auto"
 
 
@@ -41,7 +41,11 @@ def _digest(folder):
 
 
 def test_tiny_model_is_deterministic_and_loads_like_the_hub(tmp_path):
-    from transformers import MistralCommonBackend, VoxtralForConditionalGeneration, VoxtralProcessor
+    from transformers import (
+        MistralCommonBackend,
+        VoxtralForConditionalGeneration,
+        VoxtralProcessor,
+    )
 
     a = tiny.build_tiny_model(tmp_path / "a")
     b = tiny.build_tiny_model(tmp_path / "b")
@@ -60,7 +64,7 @@ def test_tiny_model_is_deterministic_and_loads_like_the_hub(tmp_path):
 def test_full_size_processor_matches_the_real_model_ids(tmp_path):
     import numpy as np
 
-    from helpers.prompts import audio_content
+    from helpers.tasks import audio_content
 
     processor = tiny.build_processor(tmp_path, tiny.FULL_SIZE_SPECIAL_TOKENS, tiny.FULL_SIZE_TEXT_TOKENS)
     tokenizer = processor.tokenizer

@@ -14,8 +14,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from helpers import standin
-from helpers.profiles import CACHE_ENV, CATEGORIES
+from helpers import standin, tiny
+from helpers.profiles import CACHE_ENV
+from helpers.tasks import CATEGORIES
 
 MODEL_FILES = {
     "config.json", "generation_config.json", "preprocessor_config.json", "tekken.json", "params.json",
@@ -135,7 +136,7 @@ def test_the_small_model_answers_an_audio_question_on_cpu(small_model):
     import numpy as np
     from transformers import AutoProcessor, VoxtralForConditionalGeneration
 
-    from helpers.data import wav_bytes
+    from helpers.audio import wav_bytes
 
     processor = AutoProcessor.from_pretrained(small_model)
     assert type(processor).__name__ == "VoxtralProcessor"
@@ -374,7 +375,7 @@ def test_build_once_builds_once_for_two_callers_at_a_time(tmp_path):
         (folder / "payload").write_text("x")
 
     root = tmp_path / "cache" / "thing"
-    threads = [threading.Thread(target=standin.build_once, args=(root, build, "1")) for _ in range(2)]
+    threads = [threading.Thread(target=tiny.build_once, args=(root, build, "1")) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
@@ -393,9 +394,9 @@ def test_build_once_leaves_no_half_built_folder_behind(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        standin.build_once(root, broken, "1")
+        tiny.build_once(root, broken, "1")
     assert not root.exists()
-    standin.build_once(root, lambda folder: folder.mkdir(parents=True), "1")
+    tiny.build_once(root, lambda folder: folder.mkdir(parents=True), "1")
     assert (root / "COMPLETE").exists() and not (root / "half").exists()
 
 

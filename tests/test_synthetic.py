@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import synthetic
-from helpers.profiles import CATEGORIES
+from helpers.tasks import CATEGORIES
 
 WORDS = {"a": 1, "an": 1, "two": 2, "three": 3, "four": 4, "five": 5}
 # Written for the test, not imported from the generator.
@@ -66,7 +66,10 @@ def solve_object_counting(text):
     for phrase in listing.split(", "):
         count, item = phrase.split(" ", 1)
         item = item.split()[0]
-        stem = item[:-3] + "y" if item.endswith("ies") else item[:-2] if item.endswith("oes") or item.endswith("ches") else item.rstrip("s")
+        if item.endswith("ies"):
+            stem = item[:-3] + "y"
+        else:
+            stem = item[:-2] if item.endswith(("oes", "ches")) else item.rstrip("s")
         assert stem in KIND_OF, f"test lexicon does not know {item!r}"
         if KIND_OF[stem] == kind:
             total += WORDS.get(count) or int(count)
@@ -99,7 +102,8 @@ def solve_formal_fallacies(text):
     the conclusion false (enough for these one- and two-premise forms)."""
     body = text.split("Here comes an argument. ")[1].split(" Is the argument")[0]
     premises_text, conclusion_text = body.split(" Hence, ")
-    premises = [_parse_statement(re.sub(r"^(First|Second), ", "", s)) for s in re.findall(r"(?:First|Second), [^.]+\.", premises_text)]
+    statements = re.findall(r"(?:First|Second), [^.]+\.", premises_text)
+    premises = [_parse_statement(re.sub(r"^(First|Second), ", "", s)) for s in statements]
     conclusion = _parse_statement(conclusion_text)
     statements = premises + [conclusion]
     predicates = sorted({s[2] for s in statements} | {s[1] for s in statements if s[0] in ("every", "no")})
@@ -161,7 +165,7 @@ def test_dataset_folder_has_the_hub_layout(profile):
 
 
 def test_loaded_dataset_schema_and_audio(splits):
-    from helpers.data import load_audio
+    from helpers.audio import load_audio
 
     row = splits["train"][0]
     assert {"id", "category", "official_answer", "audio", "transcript"} <= set(row)

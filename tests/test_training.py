@@ -5,7 +5,9 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from helpers.evaluate import generate_answers
-from helpers.model import add_lora, freeze_audio_tower, load_model_and_processor, make_trainer, save_adapter
+from helpers.loading import load_model_and_processor, save_adapter
+from helpers.lora import add_lora, freeze_audio_tower
+from helpers.training import make_trainer
 
 
 def lora_model(profile):
@@ -120,7 +122,7 @@ def test_frozen_audio_tower_is_not_recomputed_or_back_propagated(profile, splits
     be recomputed and back-propagated through for nothing. Frozen, the tower's output carries no
     gradient, and the LoRA gradients are unchanged."""
     from helpers.collator import VoxtralAudioCollator
-    from helpers.model import audio_tower
+    from helpers.lora import audio_tower
 
     model, processor = lora_model(profile)
     model.train()

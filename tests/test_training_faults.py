@@ -23,9 +23,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
-from helpers import training
+from helpers import checkpoints, training
 from helpers.collator import precompute_features
-from helpers.model import add_lora, freeze_audio_tower, load_model_and_processor, lora_config, make_trainer
+from helpers.loading import load_model_and_processor
+from helpers.lora import add_lora, freeze_audio_tower, lora_config
+from helpers.training import make_trainer
 
 # float32 on CPU: every resume here matched bit for bit (measured 0.0); one lost, repeated or
 # re-drawn step moves the weights by ~1e-3.
@@ -159,43 +161,43 @@ TEARS = {
 def test_a_torn_checkpoint_is_set_aside_with_a_warning(finished, tmp_path, tear):
     output_dir = copy_of(finished[0], tmp_path)
     TEARS[tear](output_dir / "checkpoint-4")
-    with pytest.warns(training.IncompleteCheckpointWarning, match=f"'{output_dir / 'checkpoint-4'}' is incomplete"):
-        assert training.last_complete_checkpoint(output_dir) == output_dir / "checkpoint-3"
+    with pytest.warns(checkpoints.IncompleteCheckpointWarning, match=f"'{output_dir / 'checkpoint-4'}' is incomplete"):
+        assert checkpoints.last_complete_checkpoint(output_dir) == output_dir / "checkpoint-3"
     assert not (output_dir / "checkpoint-4").exists() and (output_dir / "torn-checkpoint-4").is_dir()
-    assert training.last_complete_checkpoint(output_dir) == output_dir / "checkpoint-3"  # no second warning
+    assert checkpoints.last_complete_checkpoint(output_dir) == output_dir / "checkpoint-3"  # no second warning
 
 
 def test_with_every_checkpoint_torn_training_starts_from_the_beginning(finished, tmp_path):
     output_dir = copy_of(finished[0], tmp_path)
     for name in ("checkpoint-3", "checkpoint-4"):
         (output_dir / name / "rng_state.pth").unlink()
-    with pytest.warns(training.IncompleteCheckpointWarning) as caught:
-        assert training.last_complete_checkpoint(output_dir) is None
+    with pytest.warns(checkpoints.IncompleteCheckpointWarning) as caught:
+        assert checkpoints.last_complete_checkpoint(output_dir) is None
     assert len(caught) == 2
-    assert training.last_complete_checkpoint(tmp_path / "never-created") is None
+    assert checkpoints.last_complete_checkpoint(tmp_path / "never-created") is None
 
 
 def test_damaged_adapter_files_are_named(finished, tmp_path):
     adapter = shutil.copytree(finished[0] / "checkpoint-4", tmp_path / "adapter")
-    assert training.check_adapter_files(adapter)["peft_type"] == "LORA"
+    assert checkpoints.check_adapter_files(adapter)["peft_type"] == "LORA"
     weights = adapter / "adapter_model.safetensors"
     original = weights.read_bytes()
     _cut(weights)
     with pytest.raises(ValueError, match=f"'{weights}' is damaged .*incomplete metadata.*cut off while being written"):
-        training.check_adapter_files(adapter)
+        checkpoints.check_adapter_files(adapter)
     save_file({}, str(weights))
     with pytest.raises(ValueError, match="holds no tensors"):
-        training.check_adapter_files(adapter)
+        checkpoints.check_adapter_files(adapter)
     weights.write_bytes(original)
     _cut(adapter / "adapter_config.json")
     with pytest.raises(ValueError, match=f"'{adapter / 'adapter_config.json'}' is not valid JSON"):
-        training.check_adapter_files(adapter)
+        checkpoints.check_adapter_files(adapter)
     (adapter / "adapter_config.json").write_text('{"r": 8}')
     with pytest.raises(ValueError, match="not a LoRA adapter configuration"):
-        training.check_adapter_files(adapter)
+        checkpoints.check_adapter_files(adapter)
     (adapter / "adapter_config.json").unlink()
     with pytest.raises(FileNotFoundError, match="adapter_config.json' is missing"):
-        training.check_adapter_files(adapter)
+        checkpoints.check_adapter_files(adapter)
 
 
 # -- out of GPU memory -----------------------------------------------------------------------
@@ -259,7 +261,7 @@ def test_out_of_memory_with_nothing_smaller_left_says_what_to_do(profile, featur
     with pytest.raises(training.OutOfMemoryError, match="step 2 even with micro-batch 1 and activation checkpointing"
                        ".*load_in_4bit=True.*continues from step 1"):
         training.train(trainer)
-    assert training.checkpoint_problem(tmp_path / "out" / "checkpoint-1") is None  # step 1 kept for the rerun
+    assert checkpoints.checkpoint_problem(tmp_path / "out" / "checkpoint-1") is None  # step 1 kept for the rerun
 
 
 def test_smaller_training_tiers():
@@ -308,7 +310,7 @@ def test_a_full_disk_while_saving_keeps_the_last_checkpoint(profile, featurized,
     assert "The incomplete checkpoint-2 was removed. checkpoint-1 is intact" in message
     assert "training continues from step 1" in message
     assert not (output_dir / "checkpoint-2").exists()
-    assert training.checkpoint_problem(output_dir / "checkpoint-1") is None
+    assert checkpoints.checkpoint_problem(output_dir / "checkpoint-1") is None
 
     if shape == "OSError":  # space freed: the same cell carries on from step 1
         monkeypatch.undo()
@@ -449,7 +451,7 @@ def test_killed_while_writing_a_checkpoint_resumes_from_the_one_before(worker, s
     assert resumed.begins == [2] and resumed.steps("step_begin") == [3, 4]
     assert f"Checkpoint '{torn}' is incomplete" in resumed.log and "torn-checkpoint-4" in resumed.log
     assert (tmp_path / "out" / "torn-checkpoint-4").is_dir()
-    assert training.checkpoint_problem(torn) is None  # saved again, whole, by the resumed run
+    assert checkpoints.checkpoint_problem(torn) is None  # saved again, whole, by the resumed run
     assert max_difference(adapter_of(tmp_path), straight) <= TOLERANCE
 
 

@@ -25,16 +25,18 @@ import safetensors.torch
 import torch
 from transformers import TrainerCallback, TrainerState
 
-from helpers import training
+from helpers import checkpoints, training
 from helpers.data import load_splits
-from helpers.model import add_lora, freeze_audio_tower, load_model_and_processor, make_trainer
+from helpers.loading import load_model_and_processor
+from helpers.lora import add_lora, freeze_audio_tower
 from helpers.profiles import get_profile
+from helpers.training import make_trainer
 
 # What a fork server should import before forking: everything slow that `run` needs. (It has to
 # be importable without tests/ on the path: Python 3.11's fork server ignores the parent's sys.path.)
 PRELOAD = ["torch", "peft", "datasets", "transformers.trainer", "transformers.models.voxtral.modeling_voxtral",
-           "transformers.tokenization_mistral_common", "helpers.training", "helpers.model", "helpers.data",
-           "helpers.collator"]
+           "transformers.tokenization_mistral_common", "helpers.training", "helpers.checkpoints", "helpers.loading",
+           "helpers.lora", "helpers.data", "helpers.audio", "helpers.collator"]
 
 # 6 rows in steps of 1 x 2: 3 steps an epoch, so both checkpoints (2 and 4) fall inside an epoch
 # and a resume skips batches; LoRA dropout as in the tutorial.
@@ -84,7 +86,7 @@ class Reporter(TrainerCallback):
 
 
 def _step_of(path) -> int | None:
-    return training.checkpoint_step(Path(path).parent)
+    return checkpoints.checkpoint_step(Path(path).parent)
 
 
 def report_file_writes(events: Events) -> None:

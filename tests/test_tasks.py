@@ -3,8 +3,13 @@ import warnings
 import numpy as np
 import pytest
 
-from helpers import prompts
-from helpers.prompts import GENERIC_INSTRUCTION, INSTRUCTIONS, answer_text, build_conversation
+from helpers import tasks
+from helpers.tasks import (
+    GENERIC_INSTRUCTION,
+    INSTRUCTIONS,
+    answer_text,
+    build_conversation,
+)
 
 AUDIO = {"array": np.zeros(16000, np.float32), "sampling_rate": 16000}
 
@@ -31,7 +36,7 @@ def test_answer_turn():
 
 
 def test_unknown_category_warns_once_and_uses_generic(monkeypatch):
-    monkeypatch.setattr(prompts, "_warned_categories", set())
+    monkeypatch.setattr(tasks, "_warned_categories", set())
     with pytest.warns(UserWarning, match="Unknown or missing category 'sports'"):
         conversation = build_conversation({"audio": AUDIO, "category": "sports"})
     assert conversation[0]["content"][1]["text"] == GENERIC_INSTRUCTION
