@@ -8,7 +8,7 @@ The five notebooks run in order, each in a fresh kernel, exactly as a learner ru
 `VOXTRAL_PROFILE=full`, except for the environment: `VOXTRAL_MODEL` and `VOXTRAL_DATASET` point at
 the stand-ins (`helpers.standin`) and `VOXTRAL_MAX_STEPS` shortens training. Per notebook it records
 the wall time and the peak GPU memory, and writes them as JSON. `--check` compares the output of
-every `# NBVAL_CHECK_OUTPUT` cell with the expected outputs stored for this rehearsal; `--store`
+every cell tagged `nbval-check-output` with the expected outputs stored for this rehearsal; `--store`
 records them (after a deliberate change to a notebook).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 EXPECTED = ROOT / "tests" / "expected" / "full_profile_small_standin.json"
-CHECK = "# NBVAL_CHECK_OUTPUT"
+CHECK_TAG = "nbval-check-output"  # the cell tag nbval compares outputs for
 CARDS = {
     "native": {},  # the GPU as it is: its dtype, its memory, its training plan
     "t4": {"VOXTRAL_DTYPE": "float16", "VOXTRAL_GPU_MEMORY_GIB": "15"},  # fp16; 15 GiB makes it load in 4 bits
@@ -50,7 +50,7 @@ def checked_outputs(notebook) -> dict[str, str]:
     """The text each checked cell printed or returned, keyed by cell id."""
     outputs = {}
     for cell in notebook.cells:
-        if cell.cell_type == "code" and cell.source.lstrip().startswith(CHECK):
+        if cell.cell_type == "code" and CHECK_TAG in cell.metadata.get("tags", []):
             parts = []
             for output in cell.outputs:
                 if output.get("output_type") == "stream" and output.get("name") == "stdout":

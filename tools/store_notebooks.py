@@ -1,6 +1,6 @@
 """Execute the notebooks in the tiny profile and store them for git and nbval.
 
-Every output is stripped, except those of cells marked `# NBVAL_CHECK_OUTPUT`: their expected
+Every output is stripped, except those of cells tagged `nbval-check-output`: their expected
 output (stdout and results, no stderr) stays so that nbval compares something real in CI.
 Run after editing a notebook:  .venv/bin/python tools/store_notebooks.py
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-CHECK = "# NBVAL_CHECK_OUTPUT"
+CHECK_TAG = "nbval-check-output"  # the cell tag nbval compares outputs for
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
@@ -23,7 +23,7 @@ def store(path: Path) -> None:
         cell.metadata.pop("execution", None)  # timestamps: noise in every diff
         if cell.cell_type != "code":
             continue
-        checked = cell.source.lstrip().startswith(CHECK)
+        checked = CHECK_TAG in cell.metadata.get("tags", [])
         # nbval skips the comparison for a cell that looks unrun, so checked cells keep their count
         cell.execution_count = cell.execution_count if checked else None
         kept = []
