@@ -10,7 +10,8 @@ import pytest
 from helpers import colab
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+# The lessons and their solutions: a learner opens either in Colab.
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")) + sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("torch_version, expected", [

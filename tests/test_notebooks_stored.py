@@ -5,6 +5,7 @@ import nbformat
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9]*.ipynb"))
+SOLUTIONS = sorted((Path(__file__).parent.parent / "notebooks" / "solutions").glob("*.ipynb"))
 CHECK_TAG = "nbval-check-output"  # the cell tag nbval compares outputs for
 
 
@@ -13,7 +14,7 @@ def test_all_six_notebooks_exist():
                                           "04_inference", "05_pipeline"]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS + SOLUTIONS, ids=lambda p: p.stem)
 def test_stored_without_outputs_except_checked_cells(path):
     notebook = nbformat.read(path, as_version=4)
     code = [c for c in notebook.cells if c.cell_type == "code"]
@@ -42,3 +43,33 @@ def test_notebooks_open_with_badge_setup_and_versions(path):
 def test_every_notebook_opens_with_the_same_setup_and_versions_cells():
     openings = {path.stem: [c.source for c in nbformat.read(path, as_version=4).cells[1:5]] for path in NOTEBOOKS}
     assert len({tuple(cells) for cells in openings.values()}) == 1, "run tools/set_repository.py, or copy cells 1-4"
+
+
+def test_every_lesson_has_a_solutions_notebook():
+    assert [p.stem for p in SOLUTIONS] == [f"{p.stem}_solutions" for p in NOTEBOOKS if not p.stem.startswith("00")]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS[1:], ids=lambda p: p.stem)
+def test_every_lesson_ends_with_a_summary_and_exercises_that_check_themselves(path):
+    cells = nbformat.read(path, as_version=4).cells
+    headings = [c.source.splitlines()[0] for c in cells if c.cell_type == "markdown" and c.source.strip()]
+    assert "## Summary" in headings and "## Exercises" in headings
+    assert headings.index("## Summary") < headings.index("## Exercises")
+    after = cells[next(i for i, c in enumerate(cells) if c.source.startswith("## Exercises")):]
+    checks = [c for c in after if c.cell_type == "code" and "exercises.check_" in c.source]
+    assert 2 <= len(checks) <= 4, f"{len(checks)} exercise checks"
+    for cell in checks:  # the placeholder gets the hint, proven by nbval on the stored output
+        assert CHECK_TAG in cell.metadata.get("tags", [])
+        assert "Not yet" in str(cell.outputs), cell.source
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_every_solution_passes_its_check(path):
+    cells = nbformat.read(path, as_version=4).cells
+    lesson = path.parent.parent / (path.stem.removesuffix("_solutions") + ".ipynb")
+    assert [c.source for c in cells[1:5]] == [c.source for c in nbformat.read(lesson, as_version=4).cells[1:5]]
+    checks = [c for c in cells if c.cell_type == "code" and "exercises.check_" in c.source]
+    lesson_cells = nbformat.read(lesson, as_version=4).cells
+    assert len(checks) == len([c for c in lesson_cells if c.cell_type == "code" and "exercises.check_" in c.source])
+    for cell in checks:
+        assert CHECK_TAG in cell.metadata.get("tags", []) and "Correct" in str(cell.outputs), cell.source

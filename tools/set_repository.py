@@ -3,9 +3,9 @@
     python tools/set_repository.py OWNER/NAME [--ref BRANCH]
 
 Rewrites `[project.urls] Repository` and `[tool.voxtral-tutorial] ref` in pyproject.toml, the Colab
-badges in the README and the notebooks, and the notebooks' setup cell (the same cell in all five,
-written from SETUP_CELL below). Without arguments it rewrites everything from pyproject.toml's values,
-which is how an edited SETUP_CELL reaches the notebooks.
+badges in the README and the notebooks, and the notebooks' setup cell (the same cell in every
+notebook and solutions notebook, written from SETUP_CELL below). Without arguments it rewrites
+everything from pyproject.toml's values, which is how an edited SETUP_CELL reaches the notebooks.
 """
 import argparse
 import re
@@ -15,7 +15,7 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")) + sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
 
 SETUP_CELL = '''\
 # Colab only: install this tutorial's `helpers` and what it needs (elsewhere `make tutorial` did).

@@ -38,6 +38,7 @@ def store(path: Path) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("VOXTRAL_PROFILE", "tiny")
-    targets = [Path(p) for p in sys.argv[1:]] or sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
+    lessons_and_solutions = [*sorted(NOTEBOOKS.glob("[0-9]*.ipynb")), *sorted(NOTEBOOKS.glob("solutions/*.ipynb"))]
+    targets = [Path(p) for p in sys.argv[1:]] or lessons_and_solutions
     for target in targets:
         store(target.resolve())
