@@ -35,18 +35,33 @@ def category_balance(dataset, title: str = "Rows per category and answer"):
 
 
 def durations(seconds: list[float], categories: list[str]):
-    """Histogram of audio durations per category, with the 30-s chunk boundary marked."""
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    seconds, categories = np.asarray(seconds), np.asarray(categories)
-    bins = np.linspace(0, max(CHUNK_SECONDS * 1.1, seconds.max() * 1.05), 40)
-    for i, category in enumerate(sorted(set(categories))):
-        ax.hist(seconds[categories == category], bins=bins, alpha=0.6, label=category, color=COLORS[i])
-    ax.axvline(CHUNK_SECONDS, color="black", linestyle="--", linewidth=1)
-    ax.text(CHUNK_SECONDS, ax.get_ylim()[1] * 0.95, " 30 s: one chunk", va="top", fontsize=8)
-    ax.set_xlabel("duration (s)")
-    ax.set_ylabel("rows")
-    ax.set_title("Audio durations: everything under 30 s costs one 30-s chunk")
-    ax.legend(fontsize=8)
+    """Audio durations, one histogram per category on a shared time axis, the 30-s chunk boundary marked.
+
+    Small multiples rather than overlaid histograms: each category stays visible, none hides another.
+    """
+    seconds, categories = np.asarray(seconds, dtype=float), np.asarray(categories)
+    if len(seconds) != len(categories):
+        raise ValueError(f"{len(seconds)} durations but {len(categories)} categories: give one category per clip.")
+    if len(seconds) == 0:
+        raise ValueError("No durations to plot: the dataset is empty.")
+    names = sorted(set(categories.tolist()))
+    fig, axes = plt.subplots(len(names), 1, figsize=(8, 1.3 + 1.35 * len(names)), sharex=True, squeeze=False)
+    bins = np.linspace(0, max(CHUNK_SECONDS * 1.15, seconds.max() * 1.05), 46)
+    for i, (ax, category) in enumerate(zip(axes[:, 0], names)):
+        mine = seconds[categories == category]
+        ax.hist(mine, bins=bins, color=COLORS[i % len(COLORS)])
+        ax.axvspan(CHUNK_SECONDS, bins[-1], color="grey", alpha=0.12, linewidth=0)
+        ax.axvline(CHUNK_SECONDS, color="black", linestyle="--", linewidth=1.2)
+        longer = int((mine > CHUNK_SECONDS).sum())
+        ax.set_title(f"{category}: {len(mine)} clips, median {np.median(mine):.1f} s, {longer} over 30 s",
+                     loc="left", fontsize=10)
+        ax.set_ylabel("clips", fontsize=10)
+        ax.tick_params(labelsize=9)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[-1, 0].set_xlim(0, bins[-1])
+    axes[-1, 0].set_xlabel("duration (s)", fontsize=10)
+    fig.suptitle("Audio durations: each clip is padded to whole 30-s chunks\n"
+                 "(dashed line: 30 s; a clip in the grey area costs a second chunk)", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -94,27 +109,41 @@ def loss_curves(log_history: list[dict], title: str = "Training and evaluation l
 
 
 def confusion_matrices(predictions: list[dict], title: str = "Answers given (columns) for each true answer (rows)"):
-    """One confusion matrix per category; unparseable answers get their own column."""
+    """One confusion matrix per category, two per row; unparseable answers get their own column.
+
+    Each panel's title says how many answers were right; each non-empty cell shows its count.
+    """
     categories = sorted({str(p["category"]) for p in predictions})
-    fig, axes = plt.subplots(1, len(categories), figsize=(4.2 * len(categories), 4.2), squeeze=False)
-    for ax, category in zip(axes[0], categories):
+    if not categories:
+        raise ValueError("No predictions to plot.")
+    columns = min(2, len(categories))
+    rows_of_panels = -(-len(categories) // columns)
+    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(4.6 * columns, 4.3 * rows_of_panels), squeeze=False)
+    for ax, category in zip(axes.flat, categories):
         rows = [p for p in predictions if str(p["category"]) == category]
-        truth = sorted({p["answer"] for p in rows}, key=_answer_order)
-        given = truth + sorted({p["parsed"] for p in rows if p["parsed"] not in truth and p["parsed"] is not None},
-                               key=_answer_order) + ["(none)"]
+        # the same answers on both axes, in order, so right answers lie on the diagonal
+        truth = sorted({p["answer"] for p in rows} | {p["parsed"] for p in rows if p["parsed"] is not None},
+                       key=_answer_order)
+        given = truth + ["(none)"]
         matrix = np.zeros((len(truth), len(given)), dtype=int)
         for p in rows:
             matrix[truth.index(p["answer"]), given.index(p["parsed"] if p["parsed"] is not None else "(none)")] += 1
-        ax.imshow(matrix, cmap="Blues")
+        ax.imshow(matrix, cmap="Blues", vmin=0)
+        cell_font = 10 if len(given) <= 8 else 9
         for (i, j), n in np.ndenumerate(matrix):
             if n:
-                ax.text(j, i, n, ha="center", va="center", color="white" if n > matrix.max() / 2 else "black")
-        ax.set_xticks(range(len(given)), given, rotation=45 if len(given) > 4 else 0)
-        ax.set_yticks(range(len(truth)), truth)
-        ax.set_xlabel("model answer")
-        ax.set_ylabel("true answer")
-        ax.set_title(category)
-    fig.suptitle(title)
+                ax.text(j, i, n, ha="center", va="center", fontsize=cell_font,
+                        color="white" if n > matrix.max() / 2 else "black")
+        ax.axvline(len(truth) - 0.5, color="grey", linewidth=1)  # unparseable answers, apart
+        ax.set_xticks(range(len(given)), given, rotation=90 if len(given) > 6 else 0, fontsize=9)
+        ax.set_yticks(range(len(truth)), truth, fontsize=9)
+        ax.set_xlabel("model answer", fontsize=10)
+        ax.set_ylabel("true answer", fontsize=10)
+        right = sum(p["correct"] if "correct" in p else p["parsed"] == p["answer"] for p in rows)
+        ax.set_title(f"{category}: {right}/{len(rows)} right", fontsize=11)
+    for ax in list(axes.flat)[len(categories):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
 

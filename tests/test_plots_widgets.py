@@ -4,6 +4,7 @@ import warnings
 from datetime import datetime, timezone
 
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import soundfile as sf
@@ -26,11 +27,38 @@ def test_category_balance_has_a_bar_per_answer(splits):
     assert sum(b.get_height() for b in bars) == len(splits["train"])
 
 
-def test_durations_and_waveform(splits, processor):
-    test = splits["test"]
-    fig = plots.durations(duration_seconds(test), test["category"])
-    assert sum(p.get_height() for p in fig.axes[0].patches) == len(test)
-    row = test[0]
+def displayed_font_px(fig, display_width_px: int = 800) -> float:
+    """The smallest text in the figure, in screen pixels, once a notebook shows it at most
+    `display_width_px` wide (the inline backend saves at 100 dpi with a tight bounding box)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    width_px = plt.imread(io.BytesIO(buffer.getvalue())).shape[1]
+    scale = min(1.0, display_width_px / width_px)
+    texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+    return min(t.get_fontsize() for t in texts) * 100 / 72 * scale
+
+
+def test_durations_one_panel_per_category_with_the_chunk_boundary(splits):
+    train = splits["train"]
+    seconds = duration_seconds(train)
+    fig = plots.durations(seconds, train["category"])
+    categories = sorted(set(train["category"]))
+    assert len(fig.axes) == len(categories)
+    for ax, category in zip(fig.axes, categories):
+        assert category in ax.get_title(loc="left")
+        assert sum(bar.get_height() for bar in ax.containers[0]) == train["category"].count(category)
+        assert any(list(line.get_xdata()) == [30, 30] for line in ax.lines), f"{category}: no 30-s line"
+        assert ax.get_xlim() == fig.axes[0].get_xlim() and ax.get_xlim()[1] > 30
+    assert displayed_font_px(fig) >= 10
+
+
+def test_durations_refuses_mismatched_lists():
+    with pytest.raises(ValueError, match="3 durations but 2 categories"):
+        plots.durations([1.0, 2.0, 3.0], ["navigate", "navigate"])
+
+
+def test_waveform_and_mel(splits, processor):
+    row = splits["test"][0]
     features = VoxtralAudioCollator(processor)([row])["input_features"]
     fig = plots.waveform_and_mel(load_audio(row["audio"]), features[0])
     assert fig.axes[1].images[0].get_array().shape == (128, 3000)
@@ -44,6 +72,20 @@ def test_loss_curves():
         plots.loss_curves([{"train_runtime": 1.0}])
 
 
+def fake_predictions():
+    """Predictions shaped like `helpers.evaluate.evaluate`'s: every category, numbers up to 12, some unparseable."""
+    rng = np.random.default_rng(0)
+    options = {"formal_fallacies": ["valid", "invalid"], "navigate": ["Yes", "No"], "web_of_lies": ["Yes", "No"],
+               "object_counting": [str(n) for n in range(2, 13)]}
+    predictions = []
+    for category, answers in options.items():
+        for _ in range(25):
+            answer = str(rng.choice(answers))
+            parsed = answer if rng.random() < 0.6 else (None if rng.random() < 0.2 else str(rng.choice(answers)))
+            predictions.append({"category": category, "answer": answer, "parsed": parsed})
+    return predictions
+
+
 def test_confusion_matrices_count_every_prediction():
     predictions = [
         {"category": "navigate", "answer": "Yes", "parsed": "No"},
@@ -51,8 +93,25 @@ def test_confusion_matrices_count_every_prediction():
         {"category": "object_counting", "answer": "3", "parsed": "12"},
     ]
     fig = plots.confusion_matrices(predictions)
-    totals = [ax.images[0].get_array().sum() for ax in fig.axes]
+    totals = [ax.images[0].get_array().sum() for ax in fig.axes if ax.images]
     assert totals == [2, 1]
+
+
+def test_confusion_matrices_readable_in_a_grid():
+    predictions = fake_predictions()
+    fig = plots.confusion_matrices(predictions)
+    panels = [ax for ax in fig.axes if ax.images]
+    categories = sorted({p["category"] for p in predictions})
+    assert [ax.get_title().split(":")[0] for ax in panels] == categories
+    assert [ax.get_subplotspec().rowspan.start for ax in panels] == [0, 0, 1, 1], "two panels per row"
+    for ax, category in zip(panels, categories):
+        rows = [p for p in predictions if p["category"] == category]
+        assert ax.images[0].get_array().sum() == len(rows)
+        right = sum(p["parsed"] == p["answer"] for p in rows)
+        assert f"{right}/{len(rows)}" in ax.get_title()
+        cells = [t for t in ax.texts if t.get_text().isdigit()]
+        assert sum(int(t.get_text()) for t in cells) == len(rows), "every non-empty cell shows its count"
+    assert displayed_font_px(fig) >= 10
 
 
 def test_token_table_marks_learned_tokens(processor, splits):
