@@ -8,6 +8,9 @@ from helpers.profiles import Profile
 from helpers.tasks import CATEGORIES
 from helpers.tiny import ensure_assets
 
+# What the recipe reads from each row (notebooks and `python -m helpers.train` without column options).
+RECIPE_COLUMNS = ("audio", "category", "official_answer")
+
 
 def load_dataset_for_profile(profile: Profile):
     """The whole dataset (one `train` split), same calls in both profiles.
@@ -29,6 +32,14 @@ def load_dataset_for_profile(profile: Profile):
             "From the Hugging Face Hub: check your network connection. From a local folder (a mirror): "
             "check $VOXTRAL_DATASET. Or run offline with VOXTRAL_PROFILE=tiny."
         ) from None  # the message says what to do; the chained traceback would bury it
+    missing = [column for column in RECIPE_COLUMNS if column not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"The dataset {profile.dataset_id!r} has no {', '.join(map(repr, missing))} column (its columns: "
+            f"{', '.join(map(repr, dataset.column_names))}); Big Bench Audio's are {', '.join(RECIPE_COLUMNS)}. "
+            "To train on data with other columns, name them: python -m helpers.train --dataset ... --audio-column ... "
+            "--answer-column ... --question-column (or --category-column) ..."
+        )
     return dataset.cast_column("audio", Audio())
 
 
