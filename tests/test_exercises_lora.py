@@ -27,30 +27,6 @@ def assert_not_yet(feedback, hint):
     assert hint in feedback.message, feedback.message
 
 
-# -- parameters of one LoRA layer ---------------------------------------------------------------
-
-def test_lora_parameters_placeholder(model):
-    assert_not_yet(exercises.check_lora_parameters(..., model), PLACEHOLDER_HINT)
-    assert_not_yet(exercises.check_lora_parameters(placeholder_function, model), PLACEHOLDER_HINT)
-
-
-@pytest.mark.parametrize("mistake, hint", [
-    (lambda out, inp, r: r * out * inp, "add their sizes"),
-    (lambda out, inp, r: out * inp, "frozen weight W itself"),
-    (lambda out, inp, r: r * inp, "one of the two matrices"),
-    (lambda out, inp, r: out * inp + r * (out + inp), "W stays frozen"),
-    (lambda out, inp, r: 8 * (out + inp), "at r=4"),  # the notebook's rank, hard-coded
-])
-def test_lora_parameters_mistakes(model, mistake, hint):
-    assert_not_yet(exercises.check_lora_parameters(mistake, model), hint)
-
-
-def test_lora_parameters_right_answer_and_errors(model):
-    assert exercises.check_lora_parameters(lambda out, inp, r: r * out + r * inp, model).correct
-    assert_not_yet(exercises.check_lora_parameters(raises, model), "KeyError")
-    assert_not_yet(exercises.check_lora_parameters(lambda out, inp, r: r * (out + inp)), "pass the model too")
-
-
 # -- the output of a LoRA layer -----------------------------------------------------------------
 
 def right_forward(layer, x):

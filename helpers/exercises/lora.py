@@ -1,7 +1,7 @@
 """Checks for the exercises of notebook 03 (train LoRA).
 
     from helpers.exercises import lora as exercises
-    exercises.check_lora_parameters(lora_parameters, model)
+    exercises.check_lora_forward(lora_forward)
 """
 from __future__ import annotations
 
@@ -21,52 +21,6 @@ def _skeleton(model):
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     with torch.device("meta"):
         return type(base)(base.config)
-
-
-def _lora_layers(model, **settings) -> dict[str, tuple[int, int, int]]:
-    """{module name: (out, in, LoRA parameters)} for every layer that peft adapts with `lora_config(**settings)`."""
-    from helpers.lora import add_lora, lora_config
-
-    adapted = add_lora(_skeleton(model), lora_config(**settings))
-    layers = {}
-    for name, module in adapted.named_modules():
-        if hasattr(module, "lora_A") and len(module.lora_A):
-            weight = module.base_layer.weight
-            count = module.lora_A["default"].weight.numel() + module.lora_B["default"].weight.numel()
-            layers[name.removeprefix("base_model.model.")] = (weight.shape[0], weight.shape[1], count)
-    return layers
-
-
-@friendly
-def check_lora_parameters(lora_parameters, model=None) -> object:
-    """`lora_parameters(out_features, in_features, r)` -> the trainable numbers LoRA adds to one linear layer,
-    compared with peft's count on every adapted layer of `model`'s architecture, at ranks 4 and 16."""
-    if unanswered(lora_parameters):
-        return not_yet(PLACEHOLDER_HINT)
-    if not callable(lora_parameters):
-        return not_yet("pass the function itself, `lora_parameters`, without calling it.")
-    if model is None:
-        return not_yet("pass the model too: `exercises.check_lora_parameters(lora_parameters, model)`.")
-    for r in (4, 16):
-        for name, (out_features, in_features, expected) in _lora_layers(model, r=r).items():
-            got = lora_parameters(out_features, in_features, r)
-            if got is None:
-                return not_yet(PLACEHOLDER_HINT)
-            if got == expected:
-                continue
-            where = f"for {name} (out={out_features}, in={in_features}) at r={r} you return {got!r}; peft adds {expected:,}."
-            if got == r * in_features * out_features:
-                return not_yet(f"{where} A and B are two separate matrices: add their sizes, do not multiply them.")
-            if got == in_features * out_features:
-                return not_yet(f"{where} That is the frozen weight W itself; count only A (r x in) and B (out x r).")
-            if got in (r * in_features, r * out_features):
-                return not_yet(f"{where} That counts one of the two matrices; LoRA trains both A (r x in) and B (out x r).")
-            if got == in_features * out_features + r * (in_features + out_features):
-                return not_yet(f"{where} W stays frozen: count only the LoRA matrices A and B.")
-            return not_yet(where + " A is r x in and B is out x r.")
-    return correct("r·(in + out) instead of in·out: at r=8 a 4096 x 3072 projection of the full model trains "
-                   f"{8 * (4096 + 3072):,} numbers instead of {4096 * 3072:,} (0.5%). The optimizer keeps two more "
-                   "values per trained number, so this is also why LoRA fits on a small GPU.")
 
 
 class _TwoLayers(torch.nn.Module):
