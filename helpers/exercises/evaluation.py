@@ -91,7 +91,7 @@ def check_wilson_95(wilson_95) -> object:
     if all(_close(got[c], expected[c]) for c in WILSON_CASES):
         low, high = expected[(12, 25)]
         return correct(f"12 of 25 right is 48%, but anything from {low:.0%} to {high:.0%} fits: at 25 questions a "
-                       "category's accuracy is known to about ±19 points.")
+                       f"category's accuracy is known to about ±{50 * (high - low):.0f} points.")
     if all(_close(got[c], (100 * expected[c][0], 100 * expected[c][1]), 0.1) for c in WILSON_CASES):
         return not_yet("return fractions between 0 and 1, not percentages.")
     if all(_close(got[c], expected[c][::-1]) for c in WILSON_CASES):
