@@ -62,7 +62,7 @@ def check_audio_token_count(audio_token_count, *, processor):
                            "3000 mel frames, the encoder halves them to 1500 and the projector stacks 4 per token.")
         return not_yet(f"for a {seconds}-s clip the processor puts {expected} [AUDIO] tokens in the prompt; "
                        f"your function returned {given!r}. How many 30-s chunks does a {seconds}-s clip need?")
-    return correct("every started 30-s chunk costs 375 tokens, so a 31-s clip costs twice as much as a 29-s one. "
+    return correct(f"every started 30-s chunk costs {per_chunk} tokens, so a 31-s clip costs twice as much as a 29-s one. "
                    "Checked against the processor on clips of " + ", ".join(f"{s:g}" for s in CLIP_SECONDS) + " s.")
 
 
