@@ -25,7 +25,7 @@ def category_balance(dataset, title: str = "Rows per category and answer"):
             n = counts[category][answer]
             ax.bar(i, n, bottom=bottom, color=COLORS[j % len(COLORS)], edgecolor="white")
             if n >= max(2, 0.06 * sum(counts[category].values())):
-                ax.text(i, bottom + n / 2, answer, ha="center", va="center", fontsize=8, color="white")
+                ax.text(i, bottom + n / 2, answer, ha="center", va="center", fontsize=9, color="white")
             bottom += n
     ax.set_xticks(range(len(categories)), categories)
     ax.set_ylabel("rows")
@@ -71,7 +71,8 @@ def waveform_and_mel(audio: np.ndarray, features, title: str = ""):
     features = np.asarray(features)
     if features.ndim == 3:  # (chunks, 128, 3000) -> one long strip
         features = np.concatenate(list(features), axis=-1)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5), gridspec_kw={"height_ratios": [1, 2]})
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8.5, 4.8), gridspec_kw={"height_ratios": [1, 2]},
+                                      sharex=True, layout="constrained")
     t = np.arange(len(audio)) / SAMPLING_RATE
     top.plot(t, audio, linewidth=0.4, color=COLORS[0])
     top.set_xlim(0, features.shape[-1] / 100)
@@ -81,11 +82,11 @@ def waveform_and_mel(audio: np.ndarray, features, title: str = ""):
                           extent=[0, features.shape[-1] / 100, 0, features.shape[0]])
     bottom.axvline(len(audio) / SAMPLING_RATE, color="white", linestyle="--", linewidth=1)
     bottom.text(len(audio) / SAMPLING_RATE, features.shape[0] * 0.9, "  end of speech: padding after",
-                color="white", fontsize=8)
+                color="white", fontsize=9)
     bottom.set_xlabel("time (s); 100 mel frames per second")
     bottom.set_ylabel("mel bin")
-    fig.colorbar(image, ax=bottom, pad=0.01, label="log-mel")
-    fig.tight_layout()
+    # beside both panels, so the waveform and the features share one time axis
+    fig.colorbar(image, ax=[top, bottom], pad=0.01, label="log-mel", shrink=0.66, anchor=(0.0, 0.0))
     return fig
 
 

@@ -25,6 +25,7 @@ def test_category_balance_has_a_bar_per_answer(splits):
                  for c in set(splits["train"]["category"]))
     assert len(bars) == counts
     assert sum(b.get_height() for b in bars) == len(splits["train"])
+    assert displayed_font_px(fig) >= 10
 
 
 def displayed_font_px(fig, display_width_px: int = 800) -> float:
@@ -62,6 +63,7 @@ def test_waveform_and_mel(splits, processor):
     features = VoxtralAudioCollator(processor)([row])["input_features"]
     fig = plots.waveform_and_mel(load_audio(row["audio"]), features[0])
     assert fig.axes[1].images[0].get_array().shape == (128, 3000)
+    assert displayed_font_px(fig) >= 10
 
 
 def test_loss_curves():
