@@ -118,3 +118,17 @@ def test_hub_network_errors_are_not_httpx_errors():
     from huggingface_hub.errors import HfHubHTTPError
 
     assert not issubclass(HfHubHTTPError, httpx.HTTPError)
+
+
+def test_peft_keeps_lora_weights_in_float32_on_a_bf16_model():
+    """peft's `autocast_adapter_dtype=True` (the default) keeps the LoRA weights in float32 on a
+    bf16 base model, so a saved adapter is float32 (notebook 05's size exercise counts it so)."""
+    from collections import OrderedDict
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    base = torch.nn.Sequential(OrderedDict(q_proj=torch.nn.Linear(8, 8))).to(torch.bfloat16)
+    model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert model.base_model.model.q_proj.lora_A["default"].weight.dtype == torch.float32
+    assert model.base_model.model.q_proj.base_layer.weight.dtype == torch.bfloat16
