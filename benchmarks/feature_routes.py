@@ -1,6 +1,6 @@
 """The three ways `python -m helpers.train --features` feeds audio to training, measured (tiny profile, CPU).
 
-    .venv/bin/python -m benchmarks.feature_routes [--steps 12] [--json benchmarks/results/feature_routes.json]
+    .venv/bin/python -m benchmarks.feature_routes [--steps 8] [--rounds 3] [--threads 1]
 
 * cached: log-mel features computed once (`precompute_features`), stored in float32;
 * float16: the same, stored in float16;
@@ -8,16 +8,20 @@
 
 For each: the preparation time and the disk each row takes (cached routes), the training speed
 in samples/s over the whole run (worker start-up included) and once running (from the second
-step on), and the final training loss, which must match the cached route's (identical for
-streaming, within float16 rounding for float16).
+step on), and the losses, which must match the cached route's (identical for streaming, within
+float16 rounding for float16). The routes take turns, `--rounds` times, and the median is
+reported: on a shared machine the load changes from minute to minute, and turns spread it evenly.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import time
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback, set_seed
 
 from benchmarks.run import machine
@@ -72,7 +76,10 @@ def train_route(profile, processor_and_model, train_rows, steps: int, workers: i
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=12, help="optimizer steps per route (8 rows each)")
+    parser.add_argument("--steps", type=int, default=8, help="optimizer steps per measurement (8 rows each)")
+    parser.add_argument("--rounds", type=int, default=3, help="how many times each route is measured, in turns")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the training process (the DataLoader's workers use one each)")
     parser.add_argument("--json", type=Path, default=RESULTS / "feature_routes.json")
     parser.add_argument("--output-dir", type=Path, default=ROOT / ".cache" / "feature-routes")
     options = parser.parse_args(argv)
@@ -89,27 +96,38 @@ def main(argv=None) -> dict:
     def fresh():
         return load_model_and_processor(profile)
 
+    torch.set_num_threads(options.threads)
     _, processor = fresh()
-    routes = {}
+    load_before = os.getloadavg()
+    routes: dict[str, dict] = {}
+    stored = {}
     for name, dtype in (("cached", "float32"), ("float16", "float16")):
         start = time.perf_counter()
-        features = precompute_features(train_rows, processor, dtype=dtype, load_from_cache_file=False)
+        stored[name] = precompute_features(train_rows, processor, dtype=dtype, load_from_cache_file=False)
         prepared = time.perf_counter() - start
         routes[name] = {"prepare_seconds": round(prepared, 2), "prepare_rows_per_second": round(len(train_rows) / prepared, 2),
-                        "cache_mb_per_row": round(cache_bytes(features) / len(train_rows) / 1e6, 3),
-                        **train_route(profile, fresh, features, options.steps, 0, options.output_dir / name)}
-        print(name, routes[name], flush=True)
-    for workers in (0, 1, 2):
-        name = f"streaming-{workers}-workers"
-        routes[name] = {"prepare_seconds": 0.0, "cache_mb_per_row": 0.0,
-                        **train_route(profile, fresh, train_rows, options.steps, workers, options.output_dir / name)}
-        print(name, routes[name], flush=True)
-
-    reference = routes["cached"]["losses"]
-    for name, route in routes.items():
-        route["largest_loss_difference_to_cached"] = max(abs(a - b) for a, b in zip(route["losses"], reference))
-    report = {"what": "tiny profile, training rows of Big Bench Audio's stand-in, micro-batch 8, LoRA dropout 0",
-              "machine": machine(), "rows": len(train_rows), "steps": options.steps, "routes": routes}
+                        "cache_mb_per_row": round(cache_bytes(stored[name]) / len(train_rows) / 1e6, 3), "runs": []}
+    plan = [("cached", stored["cached"], 0), ("float16", stored["float16"], 0)]
+    plan += [(f"streaming-{workers}-workers", train_rows, workers) for workers in (0, 1, 2)]
+    for name, _, _ in plan[2:]:
+        routes[name] = {"prepare_seconds": 0.0, "prepare_rows_per_second": None, "cache_mb_per_row": 0.0, "runs": []}
+    for round_number in range(options.rounds):
+        for name, rows, workers in plan:
+            measured = train_route(profile, fresh, rows, options.steps, workers, options.output_dir / name)
+            routes[name]["runs"].append(measured)
+            print(f"round {round_number + 1}: {name}: {measured['train_samples_per_second']} samples/s", flush=True)
+    reference = routes["cached"]["runs"][0]["losses"]
+    for route in routes.values():
+        runs = route["runs"]
+        route["workers"] = runs[0]["workers"]
+        for key in ("train_samples_per_second", "running_samples_per_second"):
+            route[key] = statistics.median(run[key] for run in runs)
+        route["largest_loss_difference_to_cached"] = max(abs(a - b) for run in runs for a, b in zip(run["losses"], reference))
+    report = {"what": "tiny profile, training rows of Big Bench Audio's stand-in, micro-batch 8, LoRA dropout 0; "
+                      "samples/s are medians over the rounds",
+              "machine": machine(), "torch_threads": options.threads, "load_average_before": load_before,
+              "load_average_after": os.getloadavg(), "rows": len(train_rows), "steps": options.steps,
+              "rounds": options.rounds, "routes": routes}
     options.json.parent.mkdir(parents=True, exist_ok=True)
     options.json.write_text(json.dumps(report, indent=2) + "\n")
     width = max(map(len, routes))
