@@ -204,7 +204,7 @@ def load_own_dataset(source, columns: Columns = Columns(), metadata=None):
     Every row is checked first: a `ValueError` lists the rows with a missing file, a missing
     answer or an empty question, each with its line in the metadata file.
     """
-    from datasets import Audio, Dataset, load_dataset
+    from datasets import Audio, load_dataset
 
     folder = Path(source).expanduser()
     if metadata is not None or (folder.is_dir() and _has_metadata(folder)):
@@ -212,8 +212,7 @@ def load_own_dataset(source, columns: Columns = Columns(), metadata=None):
         if not path.is_file():
             raise FileNotFoundError(f"Metadata file '{path}' does not exist.")
         names, records = read_metadata(path)
-        table = _normalise(records, names, columns, path.name, path.parent)
-        return Dataset.from_dict(table).cast_column("audio", Audio())
+        return _on_disk(_normalise(records, names, columns, path.name, path.parent))
     try:
         dataset = load_dataset(str(source), split="train")
     except Exception as error:  # noqa: BLE001 - re-raised with what to check
@@ -228,9 +227,23 @@ def load_own_dataset(source, columns: Columns = Columns(), metadata=None):
     records = [(f"row {i}", row) for i, row in enumerate(dataset.select_columns(text_columns))]
     for (_, row), clip in zip(records, dataset.cast_column(audio, Audio(decode=False))[audio]):
         row[audio] = clip
-    table = _normalise(records, dataset.column_names, Columns(audio, columns.answer, columns.question, columns.category),
-                       str(source), None)
-    return Dataset.from_dict(table).cast_column("audio", Audio())
+    return _on_disk(_normalise(records, dataset.column_names,
+                               Columns(audio, columns.answer, columns.question, columns.category), str(source), None))
+
+
+def _rows(table: dict[str, list]):
+    for values in zip(*table.values()):
+        yield dict(zip(table, values))
+
+
+def _on_disk(table: dict[str, list]):
+    """The rows as a dataset in `datasets`' cache on disk, named by their content: the features
+    computed from it are cached beside it (not held in memory, 1.5 MB a row), and a rerun on the
+    same metadata finds them."""
+    from datasets import Audio, Dataset, Features, Value
+
+    features = Features({name: Audio() if name == "audio" else Value("string") for name in table})
+    return Dataset.from_generator(_rows, features=features, gen_kwargs={"table": table})
 
 
 def _has_metadata(folder: Path) -> bool:

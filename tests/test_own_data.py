@@ -270,3 +270,18 @@ def test_a_dataset_without_big_bench_audios_columns_says_how_to_name_them(clip_f
     with pytest.raises(ValueError, match=r"has no 'category', 'official_answer' column \(its columns: 'audio', "
                                          r"'prompt', 'label'\).*--audio-column"):
         load_dataset_for_profile(replace(get_profile("full"), dataset_id=str(clip_folder)))
+
+
+def test_own_rows_and_their_features_live_on_disk_and_are_found_again(clip_folder, processor):
+    """Features of a large dataset must not fill the memory (1.5 MB a row), and a rerun reuses them."""
+    from helpers.collator import precompute_features
+
+    columns = Columns(audio="file", question="prompt", answer="label")
+    dataset = load_own_dataset(clip_folder, columns)
+    assert dataset.cache_files
+    features = precompute_features(dataset, processor)
+    assert features.cache_files and features.cache_files != dataset.cache_files
+    again = precompute_features(load_own_dataset(clip_folder, columns), processor)
+    assert again.cache_files == features.cache_files  # the same content: the same cache
+    write_csv(clip_folder, [{"file": "clips/take 00.wav", "prompt": "Other?", "label": "cat"}])
+    assert load_own_dataset(clip_folder, columns).cache_files != dataset.cache_files
