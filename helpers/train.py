@@ -239,6 +239,16 @@ def prepare_features(splits, processor, route: str):
             for name, split in splits.items()}
 
 
+def describe(profile, options) -> str:
+    """The profile as the notebooks print it; for your own data, with its folder and without
+    Big Bench Audio's split (the data line below says how it was split)."""
+    text = profile.describe()
+    if own_data_requested(options):
+        text = text.replace(f"dataset: {profile.dataset_id}", f"dataset: {options.dataset} (your own)")
+        text = text.replace(f"test split: {profile.test_per_category} per category; ", "")
+    return text
+
+
 def _say(state, *lines: str) -> None:
     if state.is_main_process:
         print(*lines, sep="\n", flush=True)
@@ -277,7 +287,7 @@ def run(options, callbacks=None) -> Path:
                              f"{processes} processes they could stop at different steps. Unset it, or use --max-steps.")
     output_dir = Path(options.output_dir) if options.output_dir is not None else outputs_dir(profile)
     checkpoints, adapter_dir = output_dir / "checkpoints", output_dir / "adapter"
-    _say(state, profile.describe(), f"output: {output_dir}")
+    _say(state, describe(profile, options), f"output: {output_dir}")
 
     # The main process loads first and writes the caches (dataset, features); the others read them.
     with state.main_process_first():

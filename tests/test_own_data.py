@@ -229,6 +229,7 @@ def test_own_spoken_data_trains_through_the_command(tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "6 training rows, 2 test rows (test size 2 drawn with seed 42)" in done.stdout
+    assert f"dataset: {tmp_path / 'colours'} (your own)" in done.stdout and "per category" not in done.stdout
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     summary = json.loads((tmp_path / "run" / "training_run.json").read_text())
     assert summary["steps"] == 2 and summary["test_rows"] == 2
