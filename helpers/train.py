@@ -172,9 +172,12 @@ def accumulation_per_process(micro_batch: int, accumulation: int, processes: int
         return accumulation // processes
     effective = micro_batch * accumulation
     fits = [m for m in range(1, effective + 1) if effective % (m * processes) == 0]
-    advice = (f"use --micro-batch {' or '.join(map(str, fits[-3:]))} (then each process accumulates "
-              f"{effective // (fits[-1] * processes)} micro-batch{'es' if effective // (fits[-1] * processes) > 1 else ''} "
-              "per step)" if fits else f"use a number of processes that divides {effective}")
+    if fits:
+        best, smaller = fits[-1], ", ".join(map(str, reversed(fits[:-1])))
+        advice = (f"use --micro-batch {best} ({effective} = {best} x {effective // (best * processes)} x {processes} "
+                  f"processes){f', or a smaller one that divides it: {smaller}' if smaller else ''}")
+    else:
+        advice = f"use a number of processes that divides {effective}"
     raise ValueError(f"The effective batch of {effective} rows is micro-batch {micro_batch} x {accumulation} accumulation "
                      f"step{'s' if accumulation > 1 else ''}, and {accumulation} does not divide among {processes} "
                      f"processes: {advice}.")

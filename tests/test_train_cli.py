@@ -64,9 +64,12 @@ def test_accumulation_is_divided_among_processes():
     assert accumulation_per_process(8, 2, 2) == 1  # 8 x 1 x 2 = 16
     assert accumulation_per_process(4, 4, 2) == 2
     with pytest.raises(ValueError, match=r"The effective batch of 8 rows is micro-batch 8 x 1 accumulation step, and 1 "
-                                         r"does not divide among 2 processes: use --micro-batch 1 or 2 or 4 \(then each "
-                                         r"process accumulates 1 micro-batch per step\)"):
+                                         r"does not divide among 2 processes: use --micro-batch 4 \(8 = 4 x 1 x 2 "
+                                         r"processes\), or a smaller one that divides it: 2, 1\.$"):
         accumulation_per_process(8, 1, 2)
+    with pytest.raises(ValueError, match=r"micro-batch 16 x 1 .* among 8 processes: use --micro-batch 2 \(16 = 2 x 1 x 8 "
+                                         r"processes\), or a smaller one that divides it: 1\.$"):
+        accumulation_per_process(16, 1, 8)
     with pytest.raises(ValueError, match="use a number of processes that divides 8"):
         accumulation_per_process(8, 1, 3)
 
