@@ -100,6 +100,20 @@ def _processor_folder(folder: Path) -> bool:
         (folder / name).exists() for name in ("processor_config.json", "preprocessor_config.json"))
 
 
+def load_config(profile: Profile):
+    """The model's configuration alone (a small JSON file): enough to build its architecture on
+    PyTorch's `meta` device, without loading or downloading the weights."""
+    from transformers import AutoConfig
+
+    ensure_assets(profile)
+    try:
+        return AutoConfig.from_pretrained(profile.model_id)
+    except OSError as error:
+        if profile.is_tiny:
+            raise
+        raise _hub_advice(profile, error) from None
+
+
 def load_processor(profile: Profile, adapter: str | os.PathLike | None = None):
     """The Voxtral processor: from the adapter folder when it has one (saved with it), else the model's.
 

@@ -72,7 +72,15 @@ def lora_module_names(model) -> list[str]:
     return [name for name, module in model.named_modules() if hasattr(module, "lora_A") and len(module.lora_A)]
 
 
+def parameter_count(parameter) -> int:
+    """How many numbers a parameter holds. A 4-bit weight (bitsandbytes' `Params4bit`) is stored as
+    bytes holding two numbers each, so its `numel` is half its size (peft counts it the same way)."""
+    if type(parameter).__name__ == "Params4bit":
+        return parameter.numel() * 2 * parameter.element_size()
+    return parameter.numel()
+
+
 def trainable_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
+    """(trainable, total) parameter counts, 4-bit weights included at their real size."""
+    trainable = sum(parameter_count(p) for p in model.parameters() if p.requires_grad)
+    return trainable, sum(parameter_count(p) for p in model.parameters())

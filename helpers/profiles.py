@@ -79,16 +79,17 @@ def drive_folder() -> Path | None:
     return None
 
 
-def outputs_dir(profile: Profile) -> Path:
+def outputs_dir(profile: Profile, on_drive: bool = True) -> Path:
     """Where notebooks write adapters, checkpoints and merged models, one folder per profile.
 
     `$VOXTRAL_OUTPUTS/<profile>` when set; in Colab with Google Drive mounted,
     `MyDrive/voxtral-tutorial/outputs/<profile>`, so the next notebook (a new runtime) finds what
-    this one saved; else `./outputs/<profile>`.
+    this one saved; else `./outputs/<profile>`. `on_drive=False` keeps what is too big for Drive
+    (a 9.4 GB merged model) on this machine.
     """
     if os.environ.get(OUTPUTS_ENV):
         return Path(os.environ[OUTPUTS_ENV]) / profile.name
-    drive = drive_folder()
+    drive = drive_folder() if on_drive else None
     return (drive / "outputs" if drive else Path("outputs")) / profile.name
 
 

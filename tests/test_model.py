@@ -322,3 +322,28 @@ def test_cut_off_adapter_is_a_clear_error(profile, fresh_model, processor, tmp_p
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(ValueError, match="adapter_model.safetensors' is damaged"):
         loading.load_model_and_processor(profile, adapter=saved)
+
+
+def test_parameter_counts_see_through_4bit_packing():
+    """bitsandbytes stores a 4-bit weight as uint8 bytes holding two numbers each (its `Params4bit`);
+    counted by `numel` the language model would look half its size."""
+
+    class Params4bit(torch.nn.Parameter):  # the name is how peft and we recognise bitsandbytes' class
+        pass
+
+    layer = torch.nn.Linear(8, 4, bias=False)
+    packed = Params4bit(torch.zeros(16, 1, dtype=torch.uint8), requires_grad=False)  # 32 numbers, 2 per byte
+    model = torch.nn.Module()
+    model.register_parameter("packed", packed)
+    model.layer = layer
+    assert lora.trainable_parameters(model) == (32, 64)
+
+
+def test_load_config_gives_the_architecture_without_weights(profile):
+    from transformers import VoxtralForConditionalGeneration
+
+    from helpers.loading import load_config
+
+    with torch.device("meta"):
+        skeleton = VoxtralForConditionalGeneration(load_config(profile))
+    assert next(skeleton.parameters()).is_meta and skeleton.config.model_type == "voxtral"

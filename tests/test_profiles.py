@@ -134,3 +134,19 @@ def test_outputs_go_to_google_drive_when_it_is_mounted_in_colab(monkeypatch, tmp
     assert profiles.outputs_dir(full) == tmp_path / "drive" / "MyDrive" / "voxtral-tutorial" / "outputs" / "full"
     monkeypatch.setenv(profiles.OUTPUTS_ENV, str(tmp_path / "mine"))
     assert profiles.outputs_dir(full) == tmp_path / "mine" / "full"  # an explicit choice wins
+
+
+def test_big_outputs_stay_off_google_drive_unless_asked(monkeypatch, tmp_path):
+    """A 9.4 GB merged model does not belong on a 15 GB Drive: `on_drive=False` keeps it on the machine,
+    and an explicit $VOXTRAL_OUTPUTS still wins."""
+    import sys
+    import types
+
+    monkeypatch.delenv(profiles.OUTPUTS_ENV, raising=False)
+    monkeypatch.setenv(profiles.DRIVE_ENV, str(tmp_path / "drive"))
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
+    full = get_profile("full")
+    assert profiles.outputs_dir(full, on_drive=False) == profiles.Path("outputs") / "full"
+    monkeypatch.setenv(profiles.OUTPUTS_ENV, str(tmp_path / "mine"))
+    assert profiles.outputs_dir(full, on_drive=False) == tmp_path / "mine" / "full"
