@@ -35,7 +35,7 @@ def gpu_memory_gib() -> float:
     caps it (a large GPU rehearsing as a small one). 0 without a GPU."""
     if not torch.cuda.is_available():
         return 0.0
-    total = torch.cuda.get_device_properties(0).total_memory / 2**30
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
     cap = os.environ.get(GPU_MEMORY_ENV, "").strip()
     return min(total, float(cap)) if cap else total
 
@@ -45,8 +45,9 @@ def limit_gpu_memory() -> None:
     fail with an out-of-memory error, as they would on a card of that size."""
     cap = os.environ.get(GPU_MEMORY_ENV, "").strip()
     if cap and torch.cuda.is_available():
-        total = torch.cuda.get_device_properties(0).total_memory / 2**30
-        torch.cuda.set_per_process_memory_fraction(min(1.0, float(cap) / total), 0)
+        device = torch.cuda.current_device()
+        total = torch.cuda.get_device_properties(device).total_memory / 2**30
+        torch.cuda.set_per_process_memory_fraction(min(1.0, float(cap) / total), device)
 
 
 def wants_4bit(profile: Profile) -> bool:

@@ -162,7 +162,7 @@ def load_model_and_processor(profile: Profile, adapter: str | os.PathLike | None
     use_4bit = wants_4bit(profile) if load_in_4bit is None else load_in_4bit
     if use_4bit:
         kwargs["quantization_config"] = quantization_config(dtype)
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = {"": torch.cuda.current_device()}  # this process's GPU under a launcher
     elif torch.cuda.is_available() and device in (None, "cuda"):
         # Straight onto the GPU: a copy in CPU memory first would need 9.4 GB of Colab's 12 GB of RAM.
         kwargs["device_map"] = {"": torch.cuda.current_device()}
