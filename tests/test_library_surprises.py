@@ -132,3 +132,16 @@ def test_peft_keeps_lora_weights_in_float32_on_a_bf16_model():
     model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"]))
     assert model.base_model.model.q_proj.lora_A["default"].weight.dtype == torch.float32
     assert model.base_model.model.q_proj.base_layer.weight.dtype == torch.bfloat16
+
+
+def test_datasets_reads_a_float16_array_column_back_as_float32():
+    """datasets stores an `Array3D(dtype="float16")` column at half the size, but its numpy format
+    hands the arrays back as float32 (so float16 features cost disk, not precision downstream)."""
+    import numpy as np
+    from datasets import Array3D, Dataset, Features
+
+    features = Features({"input_features": Array3D(shape=(1, 2, 3), dtype="float16")})
+    dataset = Dataset.from_dict({"input_features": [np.ones((1, 2, 3), np.float16)]}, features=features)
+    stored = dataset.data.column("input_features").type.storage_type
+    assert stored.value_type.value_type.value_type.to_pandas_dtype() == np.float16
+    assert dataset.with_format("numpy")[0]["input_features"].dtype == np.float32
