@@ -29,7 +29,7 @@ TEST_OUTPUTS := $(CURDIR)/.cache/test-outputs
 PYTEST := rm -rf $(TEST_OUTPUTS) && VOXTRAL_OUTPUTS=$(TEST_OUTPUTS) VOXTRAL_PROFILE=$(TEST_PROFILE) \
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --durations=15 -p no:cacheprovider
 
-.PHONY: setup system-packages browser tutorial test check bench bench-gpu rehearsal preflight mirror clean
+.PHONY: setup system-packages browser tutorial test check bench bench-gpu rehearsal preflight mirror clean train
 
 system-packages:
 	@missing=""; \
@@ -70,8 +70,13 @@ browser: setup
 check: setup browser
 	$(PYTEST)
 
+# Notebook 03 as a command: make train ARGS="--profile tiny --max-steps 20" (python -m helpers.train --help)
+train: setup
+	$(PY) -m helpers.train $(ARGS)
+
 bench: setup
 	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.feature_routes
 
 # On a GPU: LoRA training and evaluation with the full-size architecture (random weights, no download).
 bench-gpu: setup
