@@ -68,6 +68,7 @@ def fake_gpu(monkeypatch, gib: float = 80, capability: tuple[int, int] = (9, 0))
     from types import SimpleNamespace
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported",
                         lambda including_emulation=True: including_emulation or capability >= (8, 0))

@@ -89,3 +89,25 @@ def test_the_code_is_clean_for_ruff():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", str(root)],
                             capture_output=True, text=True, cwd=root)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_wheel_ships_every_helpers_module(tmp_path):
+    """A non-editable install (Colab's setup cell) ships only the packages pyproject.toml names:
+    `packages = ["helpers"]` alone once left `helpers.exercises` out."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    # A clean copy: an editable install's *.egg-info in the checkout would list the files itself.
+    source = tmp_path / "source"
+    shutil.copytree(HELPERS, source / "helpers", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (HELPERS.parent / name).exists():
+            shutil.copy(HELPERS.parent / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+                    str(source)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("*.whl"))
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
+    on_disk = {str(path.relative_to(HELPERS.parent)) for path in HELPERS.rglob("*.py")}
+    assert on_disk <= shipped, f"not in the wheel: {sorted(on_disk - shipped)}"

@@ -34,6 +34,7 @@ def no_network(monkeypatch):
 
 def simulate_gpu(monkeypatch, name: str, capability: tuple[int, int], memory_gib: float):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: name)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: capability)
     monkeypatch.setattr(torch.cuda, "get_device_properties",
