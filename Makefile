@@ -67,8 +67,10 @@ test: setup
 browser: setup
 	tools/install_browser.sh
 
+# The lessons' checked outputs are compared by the Colab emulation (tests/test_colab_emulation.py), which runs
+# each lesson in a fresh Colab-like runtime; nbval runs the solutions notebooks.
 check: setup browser
-	$(PYTEST)
+	$(PYTEST) --ignore-glob='notebooks/[0-9]*.ipynb'
 
 # Notebook 03 as a command: make train ARGS="--profile tiny --max-steps 20" (python -m helpers.train --help)
 train: setup

@@ -1,4 +1,4 @@
-"""The five notebooks as a Colab user runs them: one fresh runtime each, in order, with Drive.
+"""The six notebooks as a Colab user runs them: one fresh runtime each, in order, with Drive.
 
 Emulated here: `google.colab` is importable and imported at kernel start (as in Colab), with a
 `drive.mount` that makes a folder stand in for Google Drive; the kernel's Python is a new
@@ -18,6 +18,8 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from tools.rehearsal import checked_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
@@ -95,6 +97,12 @@ def test_notebooks_run_one_runtime_each_like_colab(tmp_path, monkeypatch):
         notebook = nbformat.read(path, as_version=4)
         NotebookClient(notebook, timeout=900, kernel_name=kernel,
                        resources={"metadata": {"path": str(runtime)}}).execute()
+        # What nbval checks in `make test`, checked here: every tagged cell printed its stored output.
+        expected = checked_outputs(nbformat.read(path, as_version=4))
+        assert expected, f"{path.stem} has no checked cells"
+        printed = checked_outputs(notebook)
+        for cell_id, text in expected.items():
+            assert printed[cell_id] == text, f"{path.stem}, cell {cell_id}:\n{printed[cell_id]}\n!= stored:\n{text}"
         setup = next(c for c in notebook.cells if c.cell_type == "code" and "google.colab" in c.source)
         setup_outputs[path.stem] = "".join(o.get("text", "") for o in setup.outputs)
         if path.stem.startswith("03"):
