@@ -64,13 +64,6 @@ def _wald(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return p - half, p + half
 
 
-def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return centre - half, centre + half
-
-
 def _close(a, b, tolerance: float = 1e-3) -> bool:
     return all(abs(x - y) <= tolerance for x, y in zip(a, b))
 
@@ -99,7 +92,7 @@ def check_wilson_95(wilson_95) -> object:
     if all(_close(got[c], _wald(*c)) for c in WILSON_CASES):
         return not_yet("that is the normal (Wald) interval p ± z·√(p(1-p)/n): at 0 of 8 it has no width at all, and "
                        "it can leave [0, 1]. Wilson's centre moves towards 1/2 and its width has an extra z²/4n² term.")
-    if all(_close(got[c], _wilson(*c, 1.644854)) for c in WILSON_CASES):
+    if all(_close(got[c], wilson_interval(*c, confidence=0.90)) for c in WILSON_CASES):
         return not_yet("that is the 90% interval (z = 1.645); a 95% interval uses z = 1.96.")
     case = next(c for c in WILSON_CASES if not _close(got[c], expected[c]))
     return not_yet(f"wilson_95{case} returned ({got[case][0]:.3f}, {got[case][1]:.3f}); expected "
