@@ -4,9 +4,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tools.rehearsal import CHECK_TAG
+
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9]*.ipynb"))
 SOLUTIONS = sorted((Path(__file__).parent.parent / "notebooks" / "solutions").glob("*.ipynb"))
-CHECK_TAG = "nbval-check-output"  # the cell tag nbval compares outputs for
 
 
 def test_all_six_notebooks_exist():
