@@ -7,8 +7,9 @@ run from top to bottom, and then used as a learner would: notebook 01's audio br
 player when the selection changes; in notebook 05 the upload widget and the microphone app answer.
 Chromium's fake microphone plays a spoken question, so the app's Record button records real speech.
 
-Needs Chromium and Playwright (`tools/install_browser.sh`); skipped without them, except in CI
-(`$CI` set), where their absence is a failure. Screenshots go to $VOXTRAL_SCREENSHOTS or
+Needs Chromium and Playwright: `make browser` (Playwright with the environment `make setup` makes,
+Chromium from `tools/install_browser.sh`); skipped without them, except in CI (`$CI` set), where
+their absence is a failure. Screenshots go to $VOXTRAL_SCREENSHOTS or
 tests/browser/screenshots/ (printed at the end of each test).
 """
 import importlib.util
@@ -69,13 +70,13 @@ def free_port() -> int:
 def tools():
     missing = []
     if importlib.util.find_spec("playwright") is None:
-        missing.append("the playwright package (pip install playwright)")
+        missing.append("the playwright package (it comes with the project's environment: make setup)")
     chromium = chromium_path()
     if chromium is None:
         missing.append(f"Chromium (none at $VOXTRAL_CHROMIUM={os.environ['VOXTRAL_CHROMIUM']!r})"
                        if os.environ.get("VOXTRAL_CHROMIUM") else "Chromium (apt-get install chromium)")
     if missing:
-        reason = f"Browser test needs {' and '.join(missing)}; tools/install_browser.sh installs both."
+        reason = f"Browser test needs {' and '.join(missing)}; `make browser` installs both."
         if os.environ.get("CI"):
             pytest.fail(f"{reason} In CI this test must run.")
         pytest.skip(reason)
