@@ -1,9 +1,11 @@
-# Two commands for a fresh Debian/Ubuntu machine (Python >= 3.10):
+# Two commands for a fresh Debian/Ubuntu machine (Python >= 3.11):
 #   make tutorial   set up .venv, then run all six notebooks headless (executed copies in executed/)
 #   make test       set up .venv, then run the quick tests (pytest for helpers, nbval for the notebooks, tiny profile)
 # `make check` is what CI runs: the quick tests plus the extended ones (the notebooks in the full profile
 # against Hub-layout stand-ins, a Colab emulation, killed training runs, ...).
-# `make bench` runs the CPU benchmarks, `make bench-gpu` the GPU ones. Everything lands in .venv/ at the repo root.
+# `make bench` runs the CPU benchmarks, `make bench-gpu` the GPU ones. Everything lands in .venv/ at the repo root,
+# installed from the lock (requirements/cpu.txt, or requirements/cuda.txt on an NVIDIA GPU) by tools/setup_env.py;
+# `make lock` regenerates the lock from pyproject.toml's ranges and tests it.
 # `make preflight` checks this machine (GPU, audio decoding, disk, the Hub or a mirror); `make mirror DIR=...`
 # copies the model and the dataset for machines without internet (workshop/README.md).
 
@@ -11,12 +13,6 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
-# On CPU machines torch 2.13.0 is the CPU build (small) and newer torchcodec wheels need CUDA
-# libraries; on GPU machines take the default CUDA builds of both.
-TORCH_SPEC ?= $(if $(HAS_GPU),torch torchcodec,torch==2.13.0 torchcodec<0.14)
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 EXECUTED := executed
 
@@ -29,19 +25,22 @@ TEST_OUTPUTS := $(CURDIR)/.cache/test-outputs
 PYTEST := rm -rf $(TEST_OUTPUTS) && VOXTRAL_OUTPUTS=$(TEST_OUTPUTS) VOXTRAL_PROFILE=$(TEST_PROFILE) \
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --durations=15 -p no:cacheprovider
 
-.PHONY: setup system-packages browser tutorial test check bench bench-gpu rehearsal preflight mirror clean train
+.PHONY: setup lock system-packages browser tutorial test check bench bench-gpu rehearsal preflight mirror clean train
 
 system-packages:
 	@PYTHON=$(PYTHON) tools/install_system_packages.sh
 
-$(STAMP): pyproject.toml | system-packages
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(foreach p,$(TORCH_SPEC),"$(p)")
-	$(PY) -m pip install -q -e ".[test,notebooks,demo]" $(if $(HAS_GPU),".[gpu]")
-	@touch $(STAMP)
+# The Python check comes first: an old Python is told how to get a new one before anything is installed.
+# tools/setup_env.py does nothing when .venv already matches the lock, and brings it in line when the lock changed
+# (SETUP_ARGS="--dry-run --venv DIR" resolves every install command without installing).
+setup:
+	@$(PYTHON) tools/setup_env.py --check-python
+	@$(MAKE) --no-print-directory system-packages
+	@$(PYTHON) tools/setup_env.py $(SETUP_ARGS)
 
-setup: system-packages $(STAMP)
+# New versions, deliberately: resolve pyproject.toml's ranges afresh, install, run the quick tests, report.
+lock: setup
+	$(PY) tools/lock.py
 
 tutorial: setup
 	@mkdir -p $(EXECUTED)
