@@ -2,23 +2,29 @@
 
 Colab preinstalls torch (a CUDA build matched to its drivers); reinstalling it would waste minutes
 and can break CUDA. So `setup` keeps the torch it finds, pins torchcodec to the release that
-works with that torch, adds bitsandbytes on a GPU runtime (4-bit loading on a T4), installs
-espeak-ng and ffmpeg, and says whether the session must restart. This module imports nothing
+works with that torch, installs the tutorial's libraries at the versions in the repository's
+lock (requirements/colab.txt: transformers, peft, datasets, ... as the tests ran them), adds
+bitsandbytes on a GPU runtime (4-bit loading on a T4), installs espeak-ng and ffmpeg, and says
+whether the session must restart. This module imports nothing
 heavy: it runs before the notebook imports torch.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from importlib import metadata
 
 from helpers.profiles import DRIVE_ENV, Profile, outputs_dir
 
 DISTRIBUTION = "voxtral-tutorial-helpers"
 SYSTEM_TOOLS = ("espeak-ng", "ffmpeg")
+COLAB_LOCK = "requirements/colab.txt"
+LOCK_ENV = "VOXTRAL_TUTORIAL_LOCK"
 # torchcodec's compatibility table (its README): each release up to 0.11 works with one torch
 # minor; from 0.12 on a release works with every torch >= 2.11, and 0.N matches torch 2.N.
 TORCHCODEC_FOR_TORCH = {(2, 4): "0.0.3", (2, 5): "0.1", (2, 6): "0.2", (2, 7): "0.5", (2, 8): "0.7",
@@ -67,6 +73,38 @@ def _imported_distribution_versions() -> dict[str, str]:
     return versions
 
 
+def lock_location(source: str) -> str:
+    """Where the Colab pins live for an install `source`: beside the code it installs, at the same ref.
+
+    "git+https://github.com/OWNER/NAME@REF" -> the raw file on GitHub; "file:///checkout" -> the file there;
+    `$VOXTRAL_TUTORIAL_LOCK` names another file or URL.
+    """
+    if os.environ.get(LOCK_ENV):
+        return os.environ[LOCK_ENV]
+    if source.startswith("file://"):
+        return os.path.join(source[len("file://"):], COLAB_LOCK)
+    match = re.fullmatch(r"git\+https://github\.com/([^/]+)/([^/@]+?)(?:\.git)?@(.+)", source)
+    if match:
+        owner, name, ref = match.groups()
+        return f"https://raw.githubusercontent.com/{owner}/{name}/{ref}/{COLAB_LOCK}"
+    raise RuntimeError(f"Cannot tell where the version pins for {source!r} are: set {LOCK_ENV} to {COLAB_LOCK}'s "
+                       "path or URL.")
+
+
+def read_pins(location: str) -> dict[str, str]:
+    """{name: version} from a file or URL of `name==version` lines."""
+    if "://" in location:
+        with urllib.request.urlopen(location, timeout=60) as response:
+            text = response.read().decode()
+    else:
+        with open(location) as handle:
+            text = handle.read()
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", text, flags=re.M))
+    if not pins:
+        raise RuntimeError(f"{location} holds no `name==version` lines.")
+    return pins
+
+
 def _run(command: list[str]) -> None:
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True)
@@ -84,7 +122,14 @@ def setup(source: str, gpu: bool | None = None) -> bool:
 
     requirement = f"{DISTRIBUTION}[{'demo,gpu' if gpu else 'demo'}] @ {source}"
     packages = [requirement]
+    lock = lock_location(source)
+    pins = read_pins(lock)
+    print("Pinning the tutorial's libraries as tested (" + os.path.basename(lock) + "): "
+          + ", ".join(f"{name} {version}" for name, version in pins.items()))
+    # As constraints, the pins apply to what the requirement pulls in (bitsandbytes only on a GPU) and
+    # replace a preinstalled version that differs; Colab's torch family is pinned to what it has.
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
+        constraints.writelines(f"{name}=={version}\n" for name, version in pins.items())
         for name in ("torch", "torchvision", "torchaudio"):  # keep Colab's CUDA builds as they are
             if _installed(name):
                 constraints.write(f"{name}=={_installed(name)}\n")
@@ -102,7 +147,9 @@ def setup(source: str, gpu: bool | None = None) -> bool:
 
     missing = [tool for tool in SYSTEM_TOOLS if shutil.which(tool) is None]
     if missing:
-        _run(["apt-get", "-qq", "install", "-y", *missing])
+        # Colab runs as root; the frontend variable keeps apt from asking questions nobody can answer.
+        _run(["apt-get", "-qq", "update"])
+        _run(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-qq", "install", "-y", *missing])
     else:
         print(f"{' and '.join(SYSTEM_TOOLS)} already installed.")
 

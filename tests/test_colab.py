@@ -47,7 +47,41 @@ def recorded(monkeypatch):
     return commands
 
 
-def test_setup_on_a_gpu_runtime_keeps_torch_and_adds_bitsandbytes(recorded, monkeypatch, capsys):
+@pytest.fixture()
+def pins(tmp_path, monkeypatch):
+    """A stand-in for requirements/colab.txt."""
+    lock = tmp_path / "colab.txt"
+    lock.write_text("# generated\ntransformers==5.25.0\npeft==0.21.2\nbitsandbytes==0.50.2\n")
+    monkeypatch.setenv(colab.LOCK_ENV, str(lock))
+    return lock
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("git+https://github.com/fork/tutorial@main", "https://raw.githubusercontent.com/fork/tutorial/main/requirements/colab.txt"),
+    ("git+https://github.com/fork/tutorial.git@v2", "https://raw.githubusercontent.com/fork/tutorial/v2/requirements/colab.txt"),
+    ("file:///content/checkout", "/content/checkout/requirements/colab.txt"),
+])
+def test_the_pins_come_from_where_the_code_comes_from(source, expected, monkeypatch):
+    monkeypatch.delenv(colab.LOCK_ENV, raising=False)
+    assert colab.lock_location(source) == expected
+
+
+def test_a_source_without_known_pins_is_refused_clearly(monkeypatch):
+    monkeypatch.delenv(colab.LOCK_ENV, raising=False)
+    with pytest.raises(RuntimeError, match="VOXTRAL_TUTORIAL_LOCK"):
+        colab.lock_location("git+https://example.org/fork@main")
+
+
+def test_the_repository_pins_are_read(tmp_path):
+    pinned = colab.read_pins(str(ROOT / "requirements" / "colab.txt"))
+    assert {"transformers", "peft", "datasets", "accelerate", "bitsandbytes"} <= set(pinned)
+    assert not {"torch", "torchvision", "torchaudio", "numpy"} & set(pinned)  # Colab keeps its own
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(RuntimeError, match="no `name==version`"):
+        colab.read_pins(str(tmp_path / "empty.txt"))
+
+
+def test_setup_on_a_gpu_runtime_keeps_torch_and_adds_bitsandbytes(recorded, pins, monkeypatch, capsys):
     versions = {"torch": "2.9.0+cu126", "torchvision": "0.24.0+cu126"}
     monkeypatch.setattr(colab, "_installed", lambda name: versions.get(name))
     monkeypatch.setattr(colab.shutil, "which", lambda tool: f"/usr/bin/{tool}")
@@ -56,14 +90,17 @@ def test_setup_on_a_gpu_runtime_keeps_torch_and_adds_bitsandbytes(recorded, monk
     assert pip[:4] == [sys.executable, "-m", "pip", "install"]
     assert "voxtral-tutorial-helpers[demo,gpu] @ git+https://example.org/fork@main" in pip
     assert "torchcodec==0.9.*" in pip
-    assert "<constraints: torch==2.9.0+cu126\ntorchvision==0.24.0+cu126>" in pip  # never reinstalled
+    # The tested versions of the tutorial's libraries; Colab's torch builds never reinstalled.
+    assert ("<constraints: transformers==5.25.0\npeft==0.21.2\nbitsandbytes==0.50.2\n"
+            "torch==2.9.0+cu126\ntorchvision==0.24.0+cu126>") in pip
     assert len(recorded) == 1  # espeak-ng and ffmpeg present: no apt-get
     assert restart is False
     out = capsys.readouterr().out
     assert "Keeping the installed torch 2.9.0+cu126" in out and "no restart needed" in out
+    assert "transformers 5.25.0, peft 0.21.2" in out
 
 
-def test_setup_without_a_gpu_installs_system_tools_and_says_when_to_restart(recorded, monkeypatch, capsys):
+def test_setup_without_a_gpu_installs_system_tools_and_says_when_to_restart(recorded, pins, monkeypatch, capsys):
     versions = {"torch": "2.13.0", "numpy": "2.1.0"}
     monkeypatch.setattr(colab, "_installed", lambda name: versions.get(name))
     monkeypatch.setattr(colab, "_imported_distribution_versions", lambda: {"numpy": "2.1.0"})
@@ -77,7 +114,8 @@ def test_setup_without_a_gpu_installs_system_tools_and_says_when_to_restart(reco
     monkeypatch.setattr(colab.subprocess, "run", pip_upgrades_numpy)
     assert colab.setup("file:///checkout", gpu=False) is True
     out = capsys.readouterr().out
-    assert "apt-get -qq install -y espeak-ng" in out and "ffmpeg" not in out.split("apt-get")[1]
+    # As root, with no questions asked: the frontend variable goes through `env`, not as a command name.
+    assert "$ apt-get -qq update\n$ env DEBIAN_FRONTEND=noninteractive apt-get -qq install -y espeak-ng\n" in out
     assert "RESTART NEEDED: numpy" in out and "tiny" in out
 
 

@@ -6,8 +6,11 @@ virtual environment that sees this repository's environment as its preinstalled 
 Colab's torch) but not the `helpers` package, so the notebooks' real setup cell must install it,
 from a copy of this checkout. Each notebook runs in a fresh kernel and a fresh working
 directory, so the only way notebooks 04 and 05 can find notebook 03's adapter is through Drive.
+Like Colab, the runtime comes with a transformers other than the one the tutorial was tested with: the
+setup cell must replace it with requirements/colab.txt's.
 """
 import json
+import re
 import shutil
 import site
 import subprocess
@@ -33,18 +36,31 @@ def mount(mountpoint, force_remount=False, timeout_ms=120000, readonly=False):
 '''
 
 
+# A release other than the lock's, standing in for the transformers Colab ships.
+PREINSTALLED_TRANSFORMERS = "5.24.0"
+
+
+def locked_version(name: str) -> str:
+    return dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (ROOT / "requirements" / "colab.txt").read_text(), re.M))[name]
+
+
 def colab_like_python(root: Path) -> Path:
-    """A venv whose site sees this environment's packages (Colab's preinstalled ones) except `helpers`."""
+    """A venv whose site sees this environment's packages (Colab's preinstalled ones) except `helpers`,
+    with an older transformers in front of them."""
     # No pip or setuptools of its own: like Colab's, they come with the preinstalled packages.
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True)
     python = root / "venv" / "bin" / "python"
     own_site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                    check=True, capture_output=True, text=True).stdout.strip())
-    # A plain path line: the packages are importable, but the editable `helpers` install's hook is not run.
-    (own_site / "preinstalled.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    probe = subprocess.run([str(python), "-c", "import torch, transformers; import helpers"], capture_output=True,
-                           text=True, cwd=root)
+    older = root / "preinstalled-older"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(older),
+                    f"transformers=={PREINSTALLED_TRANSFORMERS}"], check=True)
+    # Plain path lines: the packages are importable, but the editable `helpers` install's hook is not run.
+    (own_site / "preinstalled.pth").write_text("\n".join([str(older), *site.getsitepackages()]) + "\n")
+    probe = subprocess.run([str(python), "-c", "import torch, transformers; print(transformers.__version__); import helpers"],
+                           capture_output=True, text=True, cwd=root)
     assert "No module named 'helpers'" in probe.stderr, probe.stderr  # the setup cell has something to do
+    assert probe.stdout.strip() == PREINSTALLED_TRANSFORMERS != locked_version("transformers")
     return python
 
 
@@ -75,6 +91,7 @@ def source_copy(root: Path) -> str:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "requirements", source / "requirements")
     shutil.copytree(ROOT / "helpers", source / "helpers", ignore=shutil.ignore_patterns("__pycache__"))
     return source.as_uri()
 
@@ -112,5 +129,10 @@ def test_notebooks_run_one_runtime_each_like_colab(tmp_path, monkeypatch):
 
     for stem, text in setup_outputs.items():
         assert "torchcodec==" in text and "Setup complete; no restart needed." in text, (stem, text)
+        assert f"transformers {locked_version('transformers')}" in text, (stem, text)
+    # The setup cell replaced the runtime's transformers with the tested one.
+    installed = subprocess.run([str(python), "-c", "import transformers; print(transformers.__version__)"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    assert installed == locked_version("transformers")
     # 04 and 05 found 03's adapter on Drive without being told where: they ran to the end.
     assert (tmp_path / "runtimes" / "05_pipeline" / "outputs" / "tiny" / "merged" / "config.json").exists()
