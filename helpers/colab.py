@@ -19,12 +19,11 @@ import tempfile
 import urllib.request
 from importlib import metadata
 
-from helpers.profiles import DRIVE_ENV, Profile, outputs_dir
+from helpers.profiles import DRIVE_ENV, TUTORIAL_LOCK_ENV, Profile, outputs_dir
 
 DISTRIBUTION = "voxtral-tutorial-helpers"
 SYSTEM_TOOLS = ("espeak-ng", "ffmpeg")
 COLAB_LOCK = "requirements/colab.txt"
-LOCK_ENV = "VOXTRAL_TUTORIAL_LOCK"
 # torchcodec's compatibility table (its README): each release up to 0.11 works with one torch
 # minor; from 0.12 on a release works with every torch >= 2.11, and 0.N matches torch 2.N.
 TORCHCODEC_FOR_TORCH = {(2, 4): "0.0.3", (2, 5): "0.1", (2, 6): "0.2", (2, 7): "0.5", (2, 8): "0.7",
@@ -79,15 +78,15 @@ def lock_location(source: str) -> str:
     "git+https://github.com/OWNER/NAME@REF" -> the raw file on GitHub; "file:///checkout" -> the file there;
     `$VOXTRAL_TUTORIAL_LOCK` names another file or URL.
     """
-    if os.environ.get(LOCK_ENV):
-        return os.environ[LOCK_ENV]
+    if os.environ.get(TUTORIAL_LOCK_ENV):
+        return os.environ[TUTORIAL_LOCK_ENV]
     if source.startswith("file://"):
         return os.path.join(source[len("file://"):], COLAB_LOCK)
     match = re.fullmatch(r"git\+https://github\.com/([^/]+)/([^/@]+?)(?:\.git)?@(.+)", source)
     if match:
         owner, name, ref = match.groups()
         return f"https://raw.githubusercontent.com/{owner}/{name}/{ref}/{COLAB_LOCK}"
-    raise RuntimeError(f"Cannot tell where the version pins for {source!r} are: set {LOCK_ENV} to {COLAB_LOCK}'s "
+    raise RuntimeError(f"Cannot tell where the version pins for {source!r} are: set {TUTORIAL_LOCK_ENV} to {COLAB_LOCK}'s "
                        "path or URL.")
 
 

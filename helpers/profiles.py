@@ -22,6 +22,7 @@ DTYPE_ENV = "VOXTRAL_DTYPE"  # float16 | bfloat16 | float32: overrides the choic
 GPU_MEMORY_ENV = "VOXTRAL_GPU_MEMORY_GIB"  # use at most this much GPU memory (a big GPU rehearsing as a T4)
 DRIVE_ENV = "VOXTRAL_DRIVE"  # where Google Drive is mounted in Colab (default /content/drive)
 SOURCE_ENV = "VOXTRAL_TUTORIAL_SOURCE"  # what the Colab setup cell installs (default: the GitHub repository)
+TUTORIAL_LOCK_ENV = "VOXTRAL_TUTORIAL_LOCK"  # the Colab setup cell's pins (default: requirements/colab.txt at the source)
 
 FULL_MODEL_ID = "mistralai/Voxtral-Mini-3B-2507"
 FULL_DATASET_ID = "ArtificialAnalysis/big_bench_audio"

@@ -52,7 +52,7 @@ def pins(tmp_path, monkeypatch):
     """A stand-in for requirements/colab.txt."""
     lock = tmp_path / "colab.txt"
     lock.write_text("# generated\ntransformers==5.25.0\npeft==0.21.2\nbitsandbytes==0.50.2\n")
-    monkeypatch.setenv(colab.LOCK_ENV, str(lock))
+    monkeypatch.setenv(colab.TUTORIAL_LOCK_ENV, str(lock))
     return lock
 
 
@@ -62,12 +62,12 @@ def pins(tmp_path, monkeypatch):
     ("file:///content/checkout", "/content/checkout/requirements/colab.txt"),
 ])
 def test_the_pins_come_from_where_the_code_comes_from(source, expected, monkeypatch):
-    monkeypatch.delenv(colab.LOCK_ENV, raising=False)
+    monkeypatch.delenv(colab.TUTORIAL_LOCK_ENV, raising=False)
     assert colab.lock_location(source) == expected
 
 
 def test_a_source_without_known_pins_is_refused_clearly(monkeypatch):
-    monkeypatch.delenv(colab.LOCK_ENV, raising=False)
+    monkeypatch.delenv(colab.TUTORIAL_LOCK_ENV, raising=False)
     with pytest.raises(RuntimeError, match="VOXTRAL_TUTORIAL_LOCK"):
         colab.lock_location("git+https://example.org/fork@main")
 

@@ -131,3 +131,16 @@ def test_the_environment_under_test_is_the_locked_one():
         if installed != version:
             wrong[name] = (installed, version)
     assert not wrong, "installed vs locked (run make setup): " + str(wrong)
+
+
+DEPRECATED_IN_TRANSFORMERS_6 = re.compile(r"\.(gradient_checkpointing_(enable|disable)|is_gradient_checkpointing)\b")
+
+
+def test_our_code_uses_none_of_the_names_transformers_6_removes():
+    """pytest's filter has to let transformers' own warning about these through (peft reads one of them):
+    so our code is searched for them instead."""
+    places = [path for folder in ("helpers", "tests", "benchmarks", "tools", "notebooks")
+              for path in (ROOT / folder).rglob("*") if path.suffix in (".py", ".ipynb")]
+    found = [f"{path.relative_to(ROOT)}" for path in places
+             if path != Path(__file__) and DEPRECATED_IN_TRANSFORMERS_6.search(path.read_text())]
+    assert not found, "use activation_checkpointing_* / is_activation_checkpointing in: " + ", ".join(found)

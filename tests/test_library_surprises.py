@@ -3,6 +3,7 @@
 If one of these starts failing after an upgrade, the library changed: revisit the workaround.
 """
 import pytest
+import torch
 
 
 def test_processor_from_a_folder_without_model_config_loses_the_chat_template(processor, tmp_path):
@@ -58,22 +59,26 @@ def test_kwargs_outside_processor_kwargs_warn(processor, caplog):
     assert "processor_kwargs" in caplog.text
 
 
-def test_any_to_any_pipeline_cannot_batch_voxtral(model_and_processor):
-    """The pipeline's own batching pads with the tokenizer's side and the feature extractor's side,
-    which differ for Voxtral (left / right): batch_size > 1 is refused. Notebook 05 passes a list
-    (run in turn) and helpers.evaluate does the real batching."""
-    import numpy as np
+def test_any_to_any_pipeline_batches_voxtral(model_and_processor, splits):
+    """transformers 5.25 pads the feature extractor's inputs on its side and the text on the tokenizer's
+    (left, for Voxtral), so `batch_size > 1` works; 5.24 refused it ("don't agree on padding side").
+    Batched, the answers are the ones the pipeline gives one row at a time (float32, greedy), prompts of
+    different lengths included. Notebook 05 shows `batch_size`."""
+    import transformers
     from transformers import pipeline
 
     from helpers.tasks import build_conversation
 
     model, processor = model_and_processor
+    assert model.dtype == torch.float32
     pipe = pipeline("any-to-any", model=model, processor=processor)
-    audio = {"array": np.zeros(16000, np.float32), "sampling_rate": 16000}
-    chats = [build_conversation({"audio": audio, "category": "navigate"})] * 2
-    with pytest.raises(ValueError, match="don't agree on padding side"):
-        pipe(text=chats, max_new_tokens=2, batch_size=2)
-    assert len(pipe(text=chats, max_new_tokens=2, return_full_text=False)) == 2
+    rows = [splits["test"][i] for i in range(6)]
+    assert len({row["category"] for row in rows}) > 1  # prompts of different lengths, so padding happens
+    chats = [build_conversation(row) for row in rows]
+    settings = dict(max_new_tokens=6, do_sample=False, return_full_text=False)
+    one_at_a_time = [out[0]["generated_text"] for out in pipe(text=chats, batch_size=1, **settings)]
+    batched = [out[0]["generated_text"] for out in pipe(text=chats, batch_size=4, **settings)]
+    assert batched == one_at_a_time, transformers.__version__
 
 
 def test_default_voxtral_config_has_no_audio_token_id():

@@ -1,7 +1,7 @@
 """Figures are built from real data and have what they claim; widget logic runs without a browser."""
 import io
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -181,7 +181,7 @@ def test_ask_without_or_with_a_broken_upload(model_and_processor):
     with pytest.raises(ValueError, match="Upload a recording first"):
         asker.ask((), "navigate")
     broken = ({"name": "notes.mp3", "type": "audio/mpeg", "size": 16,
-               "last_modified": datetime.now(timezone.utc),
+               "last_modified": datetime.now(UTC),
                "content": memoryview(b"not audio at all")},)
     with pytest.raises(ValueError, match="file 'notes.mp3': could not decode audio"):
         asker.ask(broken, "navigate")

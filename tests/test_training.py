@@ -126,7 +126,7 @@ def test_frozen_audio_tower_is_not_recomputed_or_back_propagated(profile, splits
 
     model, processor = lora_model(profile)
     model.train()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()
     batch = VoxtralAudioCollator(processor)([splits["train"][i] for i in range(2)])
     seen = []
@@ -142,7 +142,7 @@ def test_frozen_audio_tower_is_not_recomputed_or_back_propagated(profile, splits
     assert grads and all(g is not None for g in grads.values())
 
     model.zero_grad()
-    model.gradient_checkpointing_disable()
+    model.activation_checkpointing_disable()
     torch.manual_seed(0)
     model(**batch).loss.backward()
     for name, grad in grads.items():  # the same LoRA gradients as without checkpointing

@@ -60,7 +60,8 @@ def python_problem(version_info, executable, floor):
             "Get a newer Python, then run make again with it:\n"
             "  Debian/Ubuntu:  sudo apt-get install python{want} python{want}-venv   (Ubuntu 22.04: from its updates;\n"
             "                  or the deadsnakes PPA) then:  make setup PYTHON=python{want}\n"
-            "  uv:             pip install uv && uv python install {want}, then:  make setup PYTHON=\"$(uv python find {want})\"\n"
+            "  uv:             pip install uv && uv python install {want}\n"
+            "                  then:  make setup PYTHON=\"$(uv python find {want})\"\n"
             "  conda:          conda env create -f environment.yml (it brings its own Python)").format(
                 want=want, have=have, executable=executable)
 
