@@ -92,7 +92,7 @@ def build_model(tiny: bool, variant: Variant, device: str, dtype: torch.dtype, l
     torch.manual_seed(1)  # same LoRA initialisation for every variant
     model = add_lora(model, lora_config(lora_dropout=lora_dropout))
     if variant.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     return model, config
 
