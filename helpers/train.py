@@ -165,22 +165,26 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def accumulation_per_process(micro_batch: int, accumulation: int, processes: int) -> int:
-    """Gradient accumulation steps in each of `processes` so that micro-batch x accumulation x
-    processes is still the effective batch; a `ValueError` that says what would work if not."""
+def split_among_processes(micro_batch: int, accumulation: int, processes: int) -> tuple[int, int, str | None]:
+    """(micro-batch, accumulation steps per process, a line saying what changed or None) that keep the
+    effective batch micro-batch x accumulation when `processes` share it.
+
+    Where the accumulation steps do not divide among the processes, the micro-batch shrinks to the largest
+    that does (never grows: it was sized to the GPU's memory). A `ValueError` only where no split exists:
+    the effective batch is not a multiple of the number of processes."""
     if accumulation % processes == 0:
-        return accumulation // processes
+        return micro_batch, accumulation // processes, None
     effective = micro_batch * accumulation
-    fits = [m for m in range(1, effective + 1) if effective % (m * processes) == 0]
-    if fits:
-        best, smaller = fits[-1], ", ".join(map(str, reversed(fits[:-1])))
-        advice = (f"use --micro-batch {best} ({effective} = {best} x {effective // (best * processes)} x {processes} "
-                  f"processes){f', or a smaller one that divides it: {smaller}' if smaller else ''}")
-    else:
-        advice = f"use a number of processes that divides {effective}"
-    raise ValueError(f"The effective batch of {effective} rows is micro-batch {micro_batch} x {accumulation} accumulation "
-                     f"step{'s' if accumulation > 1 else ''}, and {accumulation} does not divide among {processes} "
-                     f"processes: {advice}.")
+    fits = [m for m in range(micro_batch, 0, -1) if effective % (m * processes) == 0]
+    if not fits:
+        dividing = ", ".join(str(n) for n in range(1, effective + 1) if effective % n == 0)
+        raise ValueError(f"The effective batch of {effective} rows cannot be shared equally by {processes} processes: "
+                         f"use a number of processes that divides {effective} ({dividing}).")
+    smaller = fits[0]
+    per_process = effective // (smaller * processes)
+    return smaller, per_process, (f"{processes} processes share the effective batch of {effective} as micro-batch {smaller} x "
+                                  f"{per_process} accumulation step{'s' if per_process > 1 else ''} each (the plan was "
+                                  f"{micro_batch} x {accumulation} in one process).")
 
 
 class InputError(Exception):
@@ -282,7 +286,9 @@ def run(options, callbacks=None) -> Path:
     with _input_checked():
         profile = _profile(options)
         plan = training_plan(profile)
-        accumulation = accumulation_per_process(plan.micro_batch, plan.accumulation, processes)
+        micro_batch, accumulation, split_note = split_among_processes(plan.micro_batch, plan.accumulation, processes)
+        if split_note:
+            plan = replace(plan, micro_batch=micro_batch)
         if processes > 1 and profile.train_minutes:
             # Each process would read its own clock and stop after a different step, and the
             # others would wait for it forever.
@@ -290,7 +296,7 @@ def run(options, callbacks=None) -> Path:
                              f"{processes} processes they could stop at different steps. Unset it, or use --max-steps.")
     output_dir = Path(options.output_dir) if options.output_dir is not None else outputs_dir(profile)
     checkpoints, adapter_dir = output_dir / "checkpoints", output_dir / "adapter"
-    _say(state, describe(profile, options), f"output: {output_dir}")
+    _say(state, describe(profile, options), f"output: {output_dir}", *([split_note] if split_note else []))
 
     # The main process loads first and writes the caches (dataset, features); the others read them.
     with state.main_process_first():

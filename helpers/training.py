@@ -252,6 +252,11 @@ def train(trainer):
     output_dir = Path(trainer.args.output_dir)
     memory = _LastFinishedStep()
     trainer.add_callback(memory)
+    processes = trainer.args.world_size
+    if processes > 1 and trainer.is_world_process_zero():
+        # One process stepping down alone would wait for the others in a step they never take.
+        print(f"{processes} processes: out of GPU memory, training stops with a message instead of stepping down "
+              "to a smaller micro-batch.")
     try:
         while True:
             checkpoint = last_complete_checkpoint(output_dir, not trainer.args.save_only_model)
@@ -271,6 +276,12 @@ def train(trainer):
                 return result
             except OutOfMemoryError as error:
                 reason = first_line(error)  # only the text: the exception holds the failed step's tensors
+            if processes > 1:
+                raise OutOfMemoryError(
+                    f"Out of GPU memory in step {trainer.state.global_step + 1} on process {trainer.args.process_index} "
+                    f"of {processes} ({reason}). Train again with a smaller --micro-batch (now "
+                    f"{trainer.args.per_device_train_batch_size}): the effective batch stays the same, and training "
+                    f"continues from the last checkpoint in '{output_dir}'.")
             _recover_from_out_of_memory(trainer, memory, reason)
     except Exception as error:
         if _is_full_disk(error, trainer):

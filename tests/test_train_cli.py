@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback, set_seed
 
 from helpers import train as train_command
-from helpers.train import accumulation_per_process, build_parser
+from helpers.train import build_parser, split_among_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,18 +60,31 @@ def test_bad_option_values_say_what_is_expected(text, problem, capsys):
 
 
 def test_accumulation_is_divided_among_processes():
-    assert accumulation_per_process(8, 2, 1) == 2
-    assert accumulation_per_process(8, 2, 2) == 1  # 8 x 1 x 2 = 16
-    assert accumulation_per_process(4, 4, 2) == 2
-    with pytest.raises(ValueError, match=r"The effective batch of 8 rows is micro-batch 8 x 1 accumulation step, and 1 "
-                                         r"does not divide among 2 processes: use --micro-batch 4 \(8 = 4 x 1 x 2 "
-                                         r"processes\), or a smaller one that divides it: 2, 1\.$"):
-        accumulation_per_process(8, 1, 2)
-    with pytest.raises(ValueError, match=r"micro-batch 16 x 1 .* among 8 processes: use --micro-batch 2 \(16 = 2 x 1 x 8 "
-                                         r"processes\), or a smaller one that divides it: 1\.$"):
-        accumulation_per_process(16, 1, 8)
-    with pytest.raises(ValueError, match="use a number of processes that divides 8"):
-        accumulation_per_process(8, 1, 3)
+    assert split_among_processes(8, 2, 1) == (8, 2, None)
+    assert split_among_processes(8, 2, 2) == (8, 1, None)  # 8 x 1 x 2 = 16
+    assert split_among_processes(4, 4, 2) == (4, 2, None)
+
+
+@pytest.mark.parametrize("planned, processes, expected", [
+    ((8, 1), 2, (4, 1)),   # the tiny profile under two processes: 8 = 4 x 1 x 2
+    ((8, 2), 4, (4, 1)),   # the full profile's 8 x 2 on four GPUs: 16 = 4 x 1 x 4
+    ((16, 1), 8, (2, 1)),
+    ((8, 1), 4, (2, 1)),
+    ((6, 1), 4, None),     # 6 rows do not split among 4 processes
+])
+def test_a_batch_that_does_not_divide_takes_the_largest_micro_batch_that_keeps_it(planned, processes, expected):
+    micro_batch, accumulation = planned
+    if expected is None:
+        with pytest.raises(ValueError, match=r"The effective batch of 6 rows cannot be shared equally by 4 processes: use a "
+                                             r"number of processes that divides 6 \(1, 2, 3, 6\)\.$"):
+            split_among_processes(micro_batch, accumulation, processes)
+        return
+    smaller, per_process, note = split_among_processes(micro_batch, accumulation, processes)
+    assert (smaller, per_process) == expected
+    assert smaller * per_process * processes == micro_batch * accumulation and smaller <= micro_batch
+    assert note == (f"{processes} processes share the effective batch of {micro_batch * accumulation} as micro-batch "
+                    f"{smaller} x {per_process} accumulation step each (the plan was {micro_batch} x {accumulation} in one "
+                    "process).")
 
 
 def notebook_03(output_dir: Path, max_steps: int):

@@ -95,8 +95,27 @@ def test_one_process_with_another_micro_batch_differs_only_by_rounding(one_proce
     assert difference <= OTHER_MICRO_BATCH_TOLERANCE
 
 
-def test_an_effective_batch_that_does_not_divide_among_processes_is_refused(tmp_path):
-    done = train([str(BIN / "torchrun"), "--nproc_per_node", "2", "-m"], tmp_path)  # 8 x 1 over 2 processes
+def test_a_batch_that_does_not_divide_among_processes_trains_with_a_smaller_micro_batch(one_process, tmp_path):
+    """The tiny profile's 8 x 1 under two processes becomes 4 x 1 x 2, said in one line: the same training
+    as one process with micro-batch 4 x 2."""
+    done = train([str(BIN / "torchrun"), "--nproc_per_node", "2", "-m"], tmp_path)
+    succeeded(done)
+    assert done.stdout.count("2 processes share the effective batch of 8 as micro-batch 4 x 1 accumulation step each "
+                             "(the plan was 8 x 1 in one process).") == 1
+    assert_same_training(tmp_path, one_process, done)
+
+
+def test_out_of_memory_on_one_process_stops_every_process_with_a_message(tmp_path):
+    """One rank runs out of GPU memory in step 2: no rank steps down alone (the others would wait in a step it
+    never takes); the run ends, promptly, with the message that says what to do."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [str(BIN / "torchrun"), "--nproc_per_node", "2", str(ROOT / "tests" / "out_of_memory_worker.py"),
+               "--profile", "tiny", "--max-steps", STEPS, "--micro-batch", "4", "--output-dir", str(tmp_path)]
+    done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=400)
+    output = done.stdout + done.stderr
     assert done.returncode != 0
-    assert "micro-batch 8 x 1 accumulation step, and 1 does not divide among 2 processes: use --micro-batch" in done.stderr
+    assert "2 processes: out of GPU memory, training stops with a message instead of stepping down" in done.stdout
+    assert "Out of GPU memory in step 2 on process 1 of 2 (CUDA out of memory (simulated)). Train again with a smaller " \
+           "--micro-batch (now 4)" in output
+    assert "continuing from step" not in output  # nobody stepped down
     assert not (tmp_path / "adapter").exists()
