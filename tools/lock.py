@@ -37,7 +37,7 @@ from tools.setup_env import (  # noqa: E402
 )
 
 # Extras each lock installs. `test` and `notebooks` are for running the tutorial and its tests here.
-EXTRAS = {"cpu": ["test", "notebooks", "demo", "setup"], "cuda": ["test", "notebooks", "demo", "gpu", "setup"]}
+EXTRAS = {"cpu": ["test", "notebooks", "demo", "serve", "setup"], "cuda": ["test", "notebooks", "demo", "serve", "gpu", "setup"]}
 # The libraries whose versions decide what the tutorial shows. Colab gets exactly these; everything else it
 # already has (numpy, pandas, matplotlib, ipywidgets, torch and its CUDA libraries) stays as Colab ships it.
 COLAB_PINNED = ("transformers", "tokenizers", "huggingface-hub", "safetensors", "datasets", "peft", "accelerate",
