@@ -150,3 +150,32 @@ def test_datasets_reads_a_float16_array_column_back_as_float32():
     stored = dataset.data.column("input_features").type.storage_type
     assert stored.value_type.value_type.value_type.to_pandas_dtype() == np.float16
     assert dataset.with_format("numpy")[0]["input_features"].dtype == np.float32
+
+
+def test_transformers_serve_takes_openai_audio_bytes_for_a_file_name(model_and_processor):
+    """OpenAI's standard audio part, `{"type": "input_audio", "input_audio": {"data": <base64>, "format": "wav"}}`,
+    is what a client that is not on the server's machine sends. transformers 5.25's server turns it into a
+    `data:audio/wav;base64,...` URL (without `format`: the bare base64), and Voxtral's processor loads every audio
+    URL with `load_audio_as`, which knows only http(s) URLs and files: the request fails with 400 "Error loading
+    audio: File not found: data:audio/wav;base64,...". The same bytes as the processor's own base64 part work.
+    `helpers.serving.start_server` therefore runs `transformers serve` with that one conversion added
+    (`accept_audio_bytes`); when this test fails, the server takes the bytes by itself and the conversion can go."""
+    import base64
+
+    import numpy as np
+    from transformers.cli.serving.model_manager import ModelLoader
+    from transformers.cli.serving.utils import BaseHandler, Modality
+
+    from helpers.audio import wav_bytes
+
+    model, processor = model_and_processor
+    assert ModelLoader.get_model_modality(model.config, processor) == Modality.MULTIMODAL  # the server's audio path
+    data = base64.b64encode(wav_bytes(np.zeros(16000, np.float32))).decode("ascii")
+    for input_audio in ({"data": data, "format": "wav"}, {"data": data}):
+        messages = [{"role": "user", "content": [{"type": "input_audio", "input_audio": input_audio},
+                                                 {"type": "text", "text": "What do you hear?"}]}]
+        parts = BaseHandler.get_processor_inputs_from_messages(messages, Modality.MULTIMODAL)
+        with pytest.raises(ValueError, match="Error loading audio: File not found: (data:audio/wav;base64,)?UklGR"):
+            processor.apply_chat_template(parts, add_generation_prompt=True, tokenize=True, return_dict=True)
+    as_base64 = [{"role": "user", "content": [{"type": "audio", "base64": data}, {"type": "text", "text": "What?"}]}]
+    assert "input_features" in processor.apply_chat_template(as_base64, tokenize=True, return_dict=True)
