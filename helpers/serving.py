@@ -153,11 +153,12 @@ class Server:
         """Return once `GET /health` answers 200 (with a model on the command line, the server loads it before it
         listens); raise `ServerError` with the log's last lines if the process ends first or `timeout` passes."""
         deadline = time.monotonic() + timeout
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1, never through a proxy
         while True:
             if not self.running():
                 raise self._failure(f"transformers serve stopped (exit code {self.process.returncode}) before it answered.")
             try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                with direct.open(f"{self.url}/health", timeout=2) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
