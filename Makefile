@@ -25,7 +25,7 @@ TEST_OUTPUTS := $(CURDIR)/.cache/test-outputs
 PYTEST := rm -rf $(TEST_OUTPUTS) && VOXTRAL_OUTPUTS=$(TEST_OUTPUTS) VOXTRAL_PROFILE=$(TEST_PROFILE) \
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --durations=15 -p no:cacheprovider
 
-.PHONY: setup lock system-packages browser tutorial test check bench bench-gpu rehearsal preflight mirror clean train
+.PHONY: setup lock system-packages browser tutorial test check bench bench-gpu gpu-check rehearsal preflight mirror clean train
 
 system-packages:
 	@PYTHON=$(PYTHON) tools/install_system_packages.sh
@@ -76,6 +76,13 @@ bench: setup
 bench-gpu: setup
 	$(PY) -m benchmarks.train_step --json benchmarks/results/gpu_train_step.json
 	$(PY) -m benchmarks.evaluation_full_size --json benchmarks/results/gpu_evaluation.json
+
+# On a GPU lent for a few minutes: the T4 route (fp16, 4-bit, 15 GiB), then bf16 at full size, in 8 minutes at most,
+# each part with its own time limit; benchmarks/results/gpu_check.json and .md are rewritten after every part.
+# No setup (a lent machine may reach no registry: benchmarks/README.md, "One GPU check in a short loan"): .venv's
+# Python when there is one, else python3. GPU_CHECK_ARGS=--dry-run runs the same parts on the CPU at tiny size.
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 # On a GPU: the five notebooks in the full profile against a full-size stand-in of the Hub repos, as the
 # card is and as a T4 (fp16, 4-bit, 15 GiB); per-notebook time and peak memory in benchmarks/results/.
