@@ -253,7 +253,8 @@ def start_server(model: str | os.PathLike, port: int | None = None, device: str 
         serve_args = ["serve", model, "--host", HOST, "--port", str(chosen), "--device", device,
                       *(["--continuous-batching"] if continuous_batching else []), *extra_args]
         # --stop-with-parent: the server stops by itself should this process be killed (see `main`)
-        command = [sys.executable, "-m", "helpers.serving", "--stop-with-parent", str(os.getpid()), *serve_args]
+        # this module by its import name (`__spec__`: `__name__` is "__main__" under `python -m`)
+        command = [sys.executable, "-m", __spec__.name, "--stop-with-parent", str(os.getpid()), *serve_args]
         server = _launch(command, model, chosen, environment)
         try:
             server.wait_until_ready(timeout)
