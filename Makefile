@@ -55,18 +55,18 @@ tutorial: setup
 test: setup
 	$(PYTEST) -m "not extended"
 
-# tests/test_browser.py drives a real Chromium (Debian's, no Playwright download): installed once here.
+# tests/scenarios/test_browser.py drives a real Chromium (Debian's, no Playwright download): installed once here.
 browser: setup
 	tools/install_browser.sh
 
-# The lessons' checked outputs are compared by the Colab emulation (tests/test_colab_emulation.py), which runs
+# The lessons' checked outputs are compared by the Colab emulation (tests/scenarios/test_colab_emulation.py), which runs
 # each lesson in a fresh Colab-like runtime; nbval runs the solutions notebooks.
 check: setup browser
 	$(PYTEST) --ignore-glob='notebooks/[0-9]*.ipynb'
 
-# Notebook 03 as a command: make train ARGS="--profile tiny --max-steps 20" (python -m helpers.train --help)
+# Notebook 03 as a command: make train ARGS="--profile tiny --max-steps 20" (python -m tutorial_kit.train --help)
 train: setup
-	$(PY) -m helpers.train $(ARGS)
+	$(PY) -m tutorial_kit.train $(ARGS)
 
 bench: setup
 	$(PY) -m benchmarks.run
@@ -93,12 +93,12 @@ rehearsal: setup
 
 # Is this machine ready? PASS / FAIL (with the fix) / INFO per check; exits 1 when a check fails.
 preflight: setup
-	$(PY) -m helpers.preflight
+	$(PY) -m tutorial_kit.preflight
 
 # An offline copy of the model and the dataset: make mirror DIR=/media/usb-stick [MODEL=id-or-folder] [DATASET=id-or-folder]
 mirror: setup
 	@test -n "$(DIR)" || { echo "usage: make mirror DIR=/path/to/stick [MODEL=...] [DATASET=...]"; exit 2; }
-	$(PY) -m helpers.mirror "$(DIR)" $(if $(MODEL),--model "$(MODEL)") $(if $(DATASET),--dataset "$(DATASET)")
+	$(PY) -m tutorial_kit.mirror "$(DIR)" $(if $(MODEL),--model "$(MODEL)") $(if $(DATASET),--dataset "$(DATASET)")
 
 clean:
 	rm -rf $(EXECUTED) outputs .pytest_cache

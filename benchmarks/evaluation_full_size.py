@@ -57,7 +57,7 @@ def load_rows(path: str) -> list[dict]:
 def build(tiny: bool, device: str, dtype: torch.dtype, folder: str):
     from transformers import VoxtralForConditionalGeneration
 
-    from helpers import tiny as tiny_assets
+    from tutorial_kit import tiny as tiny_assets
 
     if tiny:
         model_dir = tiny_assets.ensure_tiny_assets().model_dir

@@ -1,4 +1,4 @@
-"""The three ways `python -m helpers.train --features` feeds audio to training, measured (tiny profile, CPU).
+"""The three ways `python -m tutorial_kit.train --features` feeds audio to training, measured (tiny profile, CPU).
 
     .venv/bin/python -m benchmarks.feature_routes [--steps 8] [--rounds 3] [--threads 1]
 

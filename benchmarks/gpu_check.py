@@ -203,26 +203,11 @@ def write_text_atomically(path: Path, text: str) -> None:
 
 # -- what the parts share --------------------------------------------------------------------
 
-def moved(attribute: str | None, *modules: str):
-    """`attribute` from the first of `modules` that has it. Some of helpers' modules are moving to a
-    second package (`tutorial_kit`); this check must run on either side of that move."""
-    import importlib
-
-    for name in modules:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if attribute is None:
-            return module
-        if hasattr(module, attribute):
-            return getattr(module, attribute)
-    raise ImportError(f"{attribute or 'the module'} is in none of {', '.join(modules)}")
-
-
 def tiny_module():
     """The tiny profile's module: `tiny_config`, `build_processor` and the full-size token counts."""
-    return moved(None, "tutorial_kit.tiny", "helpers.tiny")
+    from tutorial_kit import tiny
+
+    return tiny
 
 
 def model_config(run: PartRun):
@@ -399,8 +384,7 @@ def t4_route(run: PartRun) -> None:
 
     from helpers.lora import add_lora, freeze_audio_tower, lora_config, trainable_parameters
     from helpers.training import make_trainer
-
-    train = moved("train", "tutorial_kit.resume", "helpers.training")  # notebook 03's resumable train(trainer)
+    from tutorial_kit.resume import train  # notebook 03's resumable train(trainer)
 
     set_seed(42)
     model = add_lora(freeze_audio_tower(model), lora_config())

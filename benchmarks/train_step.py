@@ -69,7 +69,7 @@ def full_size_config():
     """Voxtral-Mini-3B's architecture (4.68B parameters); the audio token id is the real model's."""
     from transformers import VoxtralConfig
 
-    from helpers.tiny import AUDIO_TOKEN_ID
+    from tutorial_kit.tiny import AUDIO_TOKEN_ID
 
     return VoxtralConfig(audio_token_id=AUDIO_TOKEN_ID)
 
@@ -78,7 +78,7 @@ def build_model(tiny: bool, variant: Variant, device: str, dtype: torch.dtype, l
     from transformers import VoxtralForConditionalGeneration
 
     from helpers.lora import add_lora, freeze_audio_tower, lora_config
-    from helpers.tiny import tiny_config
+    from tutorial_kit.tiny import tiny_config
 
     config = tiny_config() if tiny else full_size_config()
     config._attn_implementation = variant.attn_implementation

@@ -3,6 +3,8 @@
 Every audio input a user can bring (a `datasets` row, a file path, an array with its rate)
 goes through `load_audio`, which returns mono float32 at 16 kHz or raises a `ValueError` that
 names the sample and the problem.
+
+Built in notebook 01 (waveform, log-mel features, 30-s chunks).
 """
 from __future__ import annotations
 

@@ -1,14 +1,16 @@
-"""Loading Big Bench Audio (or the tiny profile's stand-in) and its stratified train/test split."""
+"""Loading Big Bench Audio (or the tiny profile's stand-in) and its stratified train/test split.
+
+Used from notebook 01 on (schema, balance, the split).
+"""
 from __future__ import annotations
 
 import random
 
 from helpers.audio import SAMPLING_RATE, load_audio
-from helpers.profiles import Profile
+from helpers.profiles import SEED, Profile, ensure_assets
 from helpers.tasks import CATEGORIES
-from helpers.tiny import ensure_assets
 
-# What the recipe reads from each row (notebooks and `python -m helpers.train` without column options).
+# What the recipe reads from each row (notebooks and `python -m tutorial_kit.train` without column options).
 RECIPE_COLUMNS = ("audio", "category", "official_answer")
 
 
@@ -37,13 +39,13 @@ def load_dataset_for_profile(profile: Profile):
         raise ValueError(
             f"The dataset {profile.dataset_id!r} has no {', '.join(map(repr, missing))} column (its columns: "
             f"{', '.join(map(repr, dataset.column_names))}); Big Bench Audio's are {', '.join(RECIPE_COLUMNS)}. "
-            "To train on data with other columns, name them: python -m helpers.train --dataset ... --audio-column ... "
+            "To train on data with other columns, name them: python -m tutorial_kit.train --dataset ... --audio-column ... "
             "--answer-column ... --question-column (or --category-column) ..."
         )
     return dataset.cast_column("audio", Audio())
 
 
-def stratified_test_indices(categories: list[str], per_category: int, seed: int = 42) -> list[int]:
+def stratified_test_indices(categories: list[str], per_category: int, seed: int = SEED) -> list[int]:
     """`per_category` indices of each category, drawn with a seeded shuffle, in dataset order."""
     by_category: dict[str, list[int]] = {}
     for index, category in enumerate(categories):
@@ -61,8 +63,8 @@ def stratified_test_indices(categories: list[str], per_category: int, seed: int 
     return sorted(chosen)
 
 
-def load_splits(profile: Profile, seed: int = 42):
-    """A `DatasetDict` with `train` and `test`, the test split stratified by category (seed 42).
+def load_splits(profile: Profile, seed: int = SEED):
+    """A `DatasetDict` with `train` and `test`, the test split stratified by category (`SEED`).
 
     Full profile: 900 train / 100 test, 25 per category in test.
     """

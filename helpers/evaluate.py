@@ -4,6 +4,8 @@ The published recipe has no evaluation at all. A model that says "The answer is 
 "seven" is right on Big Bench Audio, so answers are normalised to the dataset's formats
 (`Yes`/`No`, `valid`/`invalid`, digits) before comparing, and anything that gives no answer
 is counted as unparseable rather than silently wrong.
+
+Built in notebook 04 (normalising replies, scoring, intervals, baselines).
 """
 from __future__ import annotations
 

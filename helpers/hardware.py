@@ -1,4 +1,7 @@
-"""What the hardware decides: the dtype, 4-bit loading, GPU memory and the training batch plan."""
+"""What the hardware decides: the dtype, 4-bit loading, GPU memory and the training batch plan.
+
+Explained in notebooks 00 and 03 (dtype, 4-bit, the training plan).
+"""
 from __future__ import annotations
 
 import os

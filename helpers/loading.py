@@ -1,4 +1,7 @@
-"""Loading the model and processor for a profile, with an optional LoRA adapter (a folder or a Hub repo)."""
+"""Loading the model and processor for a profile, with an optional LoRA adapter (a folder or a Hub repo).
+
+Used from notebook 02 on; notebook 04 loads an adapter with it.
+"""
 from __future__ import annotations
 
 import json
@@ -14,27 +17,28 @@ from helpers.hardware import (
     quantization_config,
     wants_4bit,
 )
-from helpers.lora import _quiet_peft
-from helpers.profiles import ADAPTER_ENV, Profile, outputs_dir
-from helpers.tiny import ensure_assets
+from helpers.lora import quiet_peft_warnings
+from helpers.profiles import ADAPTER_ENV, Profile, ensure_assets, outputs_dir
 
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 LOGIN_ADVICE = "log in with `hf auth login` in a terminal (or `from huggingface_hub import login; login()` in a notebook)"
 
 
 def _hub_advice(profile: Profile, error: Exception) -> RuntimeError:
     return RuntimeError(
-        f"Could not load {profile.model_id!r} ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
+        f"Could not load {profile.model_id!r} ({type(error).__name__}: {first_line(error)[:200]}). "
         f"If it is a Hub model: check the network, and accept the model's terms and {LOGIN_ADVICE} "
         "if it is gated. If it is a local folder (a mirror or a snapshot), check $VOXTRAL_MODEL. "
         "To run without the Hub, use the offline profile: VOXTRAL_PROFILE=tiny."
     )
 
 
-def model_name(model_id: str | os.PathLike) -> str:
-    """The model's own name in a Hub id, a mirror folder or a Hub cache snapshot
-    (`.../models--mistralai--Voxtral-Mini-3B-2507/snapshots/<commit>`)."""
-    path = Path(model_id)
-    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+def repo_name(source: str | os.PathLike) -> str:
+    """A Hub repository's own name, from its id, a mirror folder named after it, or a Hub cache snapshot
+    (`.../models--mistralai--Voxtral-Mini-3B-2507/snapshots/<commit>`, `datasets--...` alike)."""
+    path = Path(source)
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith(("models--", "datasets--")):
         return path.parent.parent.name.split("--")[-1]
     return path.name
 
@@ -45,16 +49,17 @@ def adapter_location(profile: Profile) -> str | Path:
     chosen = os.environ.get(ADAPTER_ENV, "").strip()
     if not chosen:
         return outputs_dir(profile) / "adapter"
-    return Path(chosen) if Path(chosen).expanduser().exists() or not _looks_like_repo_id(chosen) else chosen
+    return Path(chosen) if Path(chosen).expanduser().exists() or not is_repo_id(chosen) else chosen
 
 
-def _looks_like_repo_id(text: str) -> bool:
+def is_repo_id(text: str) -> bool:
+    """`owner/name`, as on the Hub (a path such as `./a/b` or `/a/b` is not)."""
     return re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None and not text.startswith(".")
 
 
 def fetch_adapter(adapter: str | os.PathLike) -> Path:
     """A local adapter folder as it is; a Hub repo id (`owner/name`) downloaded to the Hub cache."""
-    if Path(adapter).expanduser().exists() or not _looks_like_repo_id(str(adapter)):
+    if Path(adapter).expanduser().exists() or not is_repo_id(str(adapter)):
         return Path(adapter).expanduser()
     from huggingface_hub import snapshot_download
 
@@ -63,7 +68,7 @@ def fetch_adapter(adapter: str | os.PathLike) -> Path:
     except Exception as error:  # noqa: BLE001 - network, auth and not-found errors all end here
         raise FileNotFoundError(
             f"No adapter folder {str(adapter)!r} here, and it could not be downloaded as a Hub repository "
-            f"({type(error).__name__}: {str(error).splitlines()[0][:200]}). Check the name and the network; "
+            f"({type(error).__name__}: {first_line(error)[:200]}). Check the name and the network; "
             f"for a private repository {LOGIN_ADVICE}. Set $VOXTRAL_ADAPTER to a local folder or a Hub repo "
             "id, or train one in notebook 03."
         ) from None
@@ -74,23 +79,69 @@ def _check_adapter(adapter: Path, profile: Profile) -> dict:
         raise FileNotFoundError(
             f"Adapter folder {str(adapter)!r} does not exist. Train one in notebook 03 (in Colab, keep outputs on "
             "Google Drive in both notebooks), or set $VOXTRAL_ADAPTER to an adapter folder or a Hub repo id.")
-    config_file = adapter / "adapter_config.json"
-    if not config_file.exists():
-        raise FileNotFoundError(f"{str(adapter)!r} has no adapter_config.json: it is not a LoRA adapter folder.")
-    if not any(adapter.glob("adapter_model.safetensors")):
-        raise FileNotFoundError(f"{str(adapter)!r} has no adapter_model.safetensors.")
-    from helpers.checkpoints import check_adapter_files
-
     try:
-        base = json.loads(config_file.read_text()).get("base_model_name_or_path")
-    except (ValueError, AttributeError):
+        base = json.loads((adapter / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
         base = None  # check_adapter_files below names what is wrong with the file
-    if base and base != profile.model_id and model_name(base) != model_name(profile.model_id):
+    if base and base != profile.model_id and repo_name(base) != repo_name(profile.model_id):
         raise ValueError(
             f"Adapter {str(adapter)!r} was trained on {base!r}, but this profile's model is "
             f"{profile.model_id!r}. Load it with the profile it was trained in."
         )
     return check_adapter_files(adapter)  # a save cut short: a ValueError naming the file, not a safetensors traceback
+
+
+# -- is an adapter folder whole? -----------------------------------------------------------
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+_SAVE_AGAIN = ("Save the adapter again (notebook 03), or use the adapter in the newest complete "
+               "checkpoint-* folder of the training output.")
+
+
+def check_safetensors_file(path) -> list[str]:
+    """The tensor names in a `.safetensors` file; a `ValueError` naming the file if it is cut off."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"'{path}' is missing.")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            names = list(handle.keys())
+    except SafetensorError as error:
+        raise ValueError(f"'{path}' is damaged ({first_line(error)}; {path.stat().st_size:,} bytes): "
+                         f"it was cut off while being written. {_SAVE_AGAIN}") from None
+    if not names:
+        raise ValueError(f"'{path}' holds no tensors. {_SAVE_AGAIN}")
+    return names
+
+
+def check_adapter_files(folder) -> dict:
+    """The LoRA adapter's configuration, once both of its files are known to be whole.
+
+    A save cut short (a runtime stopped mid-write, a full disk) leaves a truncated
+    `adapter_model.safetensors` or an unreadable `adapter_config.json`. This raises a `ValueError`
+    that names the damaged file (a `FileNotFoundError` for a missing one) instead of letting
+    safetensors fail later with "incomplete metadata".
+    """
+    folder = Path(folder)
+    config_file = folder / ADAPTER_CONFIG
+    if not config_file.is_file():
+        raise FileNotFoundError(f"'{config_file}' is missing: '{folder}' is not a LoRA adapter folder (or not a whole one).")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"'{config_file}' is not valid JSON ({error}): it was cut off while being written. "
+                         f"{_SAVE_AGAIN}") from None
+    if not isinstance(config, dict) or "peft_type" not in config:
+        raise ValueError(f"'{config_file}' is not a LoRA adapter configuration (it has no 'peft_type'). {_SAVE_AGAIN}")
+    check_safetensors_file(folder / ADAPTER_WEIGHTS)
+    return config
+
 
 
 def _processor_folder(folder: Path) -> bool:
@@ -180,7 +231,7 @@ def load_model_and_processor(profile: Profile, adapter: str | os.PathLike | None
     if adapter is not None:
         from peft import PeftModel
 
-        with _quiet_peft():
+        with quiet_peft_warnings():
             model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
     return model, processor

@@ -1,4 +1,7 @@
-"""LoRA on Voxtral: which layers get adapters, the frozen audio tower, parameter counts."""
+"""LoRA on Voxtral: which layers get adapters, the frozen audio tower, parameter counts.
+
+Built in notebook 03 (which layers get LoRA, counting its parameters, the frozen tower).
+"""
 from __future__ import annotations
 
 import warnings
@@ -14,7 +17,7 @@ LORA_TARGET_MODULES = (
 
 
 @contextmanager
-def _quiet_peft():
+def quiet_peft_warnings():
     """peft still reads a transformers attribute deprecated in v5; its FutureWarning is not the user's to fix."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -63,7 +66,7 @@ def add_lora(model, config=None):
     """Wrap the model with LoRA adapters (default `lora_config()`); only LoRA weights train."""
     from peft import get_peft_model
 
-    with _quiet_peft():
+    with quiet_peft_warnings():
         return get_peft_model(model, config or lora_config())
 
 

@@ -1,7 +1,9 @@
 """One profile object carries every size and name that differs between a real GPU run and CI.
 
 `full` is the real model and dataset from the Hugging Face Hub; `tiny` is an offline, CPU-only
-stand-in with the same architecture, processor and dataset schema (see `helpers.tiny`).
+stand-in with the same architecture, processor and dataset schema (see `tutorial_kit.tiny`).
+
+Every notebook starts with `get_profile()` (notebook 00 explains the two profiles).
 """
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ GPU_MEMORY_ENV = "VOXTRAL_GPU_MEMORY_GIB"  # use at most this much GPU memory (a
 DRIVE_ENV = "VOXTRAL_DRIVE"  # where Google Drive is mounted in Colab (default /content/drive)
 SOURCE_ENV = "VOXTRAL_TUTORIAL_SOURCE"  # what the Colab setup cell installs (default: the GitHub repository)
 TUTORIAL_LOCK_ENV = "VOXTRAL_TUTORIAL_LOCK"  # the Colab setup cell's pins (default: requirements/colab.txt at the source)
+
+# One seed for the test split, the LoRA start, shuffling and dropout: notebooks and the training command agree.
+SEED = 42
 
 FULL_MODEL_ID = "mistralai/Voxtral-Mini-3B-2507"
 FULL_DATASET_ID = "ArtificialAnalysis/big_bench_audio"
@@ -121,7 +126,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "voxtral-tutorial")
 
 
-# Bump when helpers/tiny.py or helpers/synthetic.py build something different: a new folder is built.
+# Bump when tutorial_kit/tiny/__init__.py or tutorial_kit/tiny/synthetic.py build something different: a new folder is built.
 TINY_ASSETS_VERSION = "5"
 
 
@@ -226,3 +231,13 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
     else:
         raise ValueError(f"Unknown profile {chosen!r} ({reason}); use 'tiny' or 'full'.")
     return replace(profile, **{**_from_environment(), **overrides})
+
+
+def ensure_assets(profile: Profile) -> None:
+    """Build what the profile loads from the tutorial's cache (the tiny model and dataset) if it is not there
+    yet: the loaders call this, so asking for a profile never builds anything."""
+    if profile.is_tiny:
+        # The one call from helpers into tutorial_kit: building the offline assets is machinery, not a lesson.
+        from tutorial_kit.tiny import ensure_tiny_assets
+
+        ensure_tiny_assets()

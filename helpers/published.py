@@ -4,6 +4,8 @@ its defects and measure it beside ours. Do not train with these.
 Source: the Hugging Face transformers Audio-text-to-text task guide, Voxtral version
 (https://huggingface.co/docs/transformers/tasks/audio_text_to_text); its defects, each with the
 test that reproduces it, are listed in the README ("Where the published guide is wrong").
+
+Shown in notebooks 02 and 03 beside our versions.
 """
 from __future__ import annotations
 

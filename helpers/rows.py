@@ -1,4 +1,7 @@
-"""How rows are named in error messages, everywhere: "sample <id>" (or its position when it has no id)."""
+"""How rows are named in error messages, everywhere: "sample <id>" (or its position when it has no id).
+
+Used by every error message about a row.
+"""
 from __future__ import annotations
 
 

@@ -6,6 +6,8 @@ it expects, and its label in the demo. A new category needs one `Task` entry.
 The published recipe trains on per-category prompts but asks a different, generic question at
 inference time, so the model is evaluated on a prompt it never saw. Here both go through
 `build_conversation`, and a test checks the tokens match.
+
+Built in notebooks 01 and 02 (the four tasks, the prompt).
 """
 from __future__ import annotations
 
@@ -76,6 +78,15 @@ def answer_text(answer, index=None) -> str:
     return text
 
 
+def row_instruction(sample: dict) -> str:
+    """What the model is asked after the audio: the row's own `question` when it has one (your own data,
+    `tutorial_kit.own_data`), else its category's instruction."""
+    question = sample.get("question")
+    if isinstance(question, str) and question.strip():
+        return question.strip()
+    return instruction_for(sample.get("category"))
+
+
 def audio_content(audio) -> dict:
     """A chat `audio` entry for Voxtral's processor: base64 WAV of the (16 kHz mono) audio."""
     from helpers.audio import load_audio, wav_bytes
@@ -84,14 +95,14 @@ def audio_content(audio) -> dict:
 
 
 def build_conversation(sample: dict, answer=None) -> list[dict]:
-    """Chat messages for one sample: a user turn with the audio and the category's instruction,
+    """Chat messages for one sample: a user turn with the audio and its instruction (`row_instruction`),
     plus an assistant turn with `answer` when given. No system turn: Voxtral has none.
 
     `sample` needs `audio` (anything `helpers.audio.load_audio` accepts) and may have `category`.
     """
     if sample.get("audio") is None:
         raise ValueError(f"{sample_name(sample)}: missing 'audio'; there is nothing to ask about.")
-    content = [audio_content(sample["audio"]), {"type": "text", "text": instruction_for(sample.get("category"))}]
+    content = [audio_content(sample["audio"]), {"type": "text", "text": row_instruction(sample)}]
     conversation = [{"role": "user", "content": content}]
     if answer is not None:
         conversation.append({"role": "assistant", "content": answer_text(answer, sample.get("id"))})

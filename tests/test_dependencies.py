@@ -34,32 +34,33 @@ def declared(extras=()):
     return names
 
 
-def modules_imported_by_helpers() -> set[str]:
+def modules_imported_by_the_packages() -> set[str]:
+    """Top-level modules imported anywhere in the two packages the wheel ships (helpers and tutorial_kit)."""
     found = set()
-    for path in (ROOT / "helpers").rglob("*.py"):
+    for path in [*(ROOT / "helpers").rglob("*.py"), *(ROOT / "tutorial_kit").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 found |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 found.add(node.module.split(".")[0])
-    return found - set(sys.stdlib_module_names) - {"helpers", "__future__"}
+    return found - set(sys.stdlib_module_names) - {"helpers", "tutorial_kit", "__future__"}
 
 
-def test_every_package_helpers_imports_is_declared():
+def test_every_package_the_code_imports_is_declared():
     distributions = metadata.packages_distributions()
     undeclared = []
-    for module in sorted(modules_imported_by_helpers()):
+    for module in sorted(modules_imported_by_the_packages()):
         if module in NOT_INSTALLED:
             continue
         # Not installed here (bitsandbytes without a GPU): its distribution is named after the module.
         names = {normalise(d) for d in distributions.get(module, [])} or {normalise(module)}
         if not names & declared(PROJECT["optional-dependencies"]):
             undeclared.append(f"{module} (from {', '.join(sorted(names))})")
-    assert not undeclared, "imported by helpers, missing from pyproject.toml: " + "; ".join(undeclared)
+    assert not undeclared, "imported, missing from pyproject.toml: " + "; ".join(undeclared)
 
 
 def test_the_import_walk_finds_what_a_module_imports():
-    assert {"torch", "transformers", "pandas", "IPython", "safetensors", "huggingface_hub"} <= modules_imported_by_helpers()
+    assert {"torch", "transformers", "pandas", "IPython", "safetensors", "huggingface_hub"} <= modules_imported_by_the_packages()
 
 
 @pytest.mark.parametrize("lock", ["cpu", "cuda"])

@@ -2,8 +2,9 @@ import hashlib
 
 import pytest
 
-from helpers import profiles, tiny
+from helpers import profiles
 from helpers.profiles import PROFILE_ENV, get_profile
+from tutorial_kit import tiny
 
 
 def test_env_variable_chooses_profile(monkeypatch):

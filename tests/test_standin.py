@@ -14,9 +14,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from helpers import standin, tiny
 from helpers.profiles import CACHE_ENV
 from helpers.tasks import CATEGORIES
+from tools import standin
+from tutorial_kit import tiny
 
 MODEL_FILES = {
     "config.json", "generation_config.json", "preprocessor_config.json", "tekken.json", "params.json",
@@ -128,7 +129,7 @@ def test_from_pretrained_renames_every_legacy_key_and_keeps_its_values(small_mod
     for legacy, written in legacy_tensors.items():
         value = loaded[expected_loaded_name(legacy)]
         assert torch.equal(value.to(written.dtype), written), legacy
-    # The head keeps the tiny profile's wide initialisation (see helpers.tiny.build_tiny_model).
+    # The head keeps the tiny profile's wide initialisation (see tutorial_kit.tiny.build_tiny_model).
     assert 0.12 < float(loaded["lm_head.weight"].float().std()) < 0.18
 
 
@@ -309,7 +310,7 @@ def test_dataset_folder_has_the_hub_layout(small_dataset):
 
 
 def test_answers_are_the_generators_answers_in_big_bench_audio_formats(small_dataset):
-    from helpers import synthetic
+    from tutorial_kit.tiny import synthetic
 
     rows = {r["id"]: r for r in map(json.loads, (small_dataset / "metadata.jsonl").read_text().splitlines())}
     generated = synthetic.generate_questions(per_category=DATASET_ROWS // 4, seed=standin.SEED)
@@ -402,7 +403,7 @@ def test_build_once_leaves_no_half_built_folder_behind(tmp_path):
 
 def test_command_builds_both_folders_and_says_what_it_wrote(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "helpers.standin", "--model-dir", str(tmp_path / "m"), "--dataset-dir",
+        [sys.executable, "-m", "tools.standin", "--model-dir", str(tmp_path / "m"), "--dataset-dir",
          str(tmp_path / "d"), "--rows", "4"], capture_output=True, text=True, check=True)
     assert "model-00001-of-00002.safetensors" in result.stdout and "4 clips" in result.stdout
     assert re.search(r"in \d+\.\d s", result.stdout)
@@ -411,11 +412,11 @@ def test_command_builds_both_folders_and_says_what_it_wrote(tmp_path):
 
 
 def test_command_help_explains_each_option():
-    result = subprocess.run([sys.executable, "-m", "helpers.standin", "--help"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "tools.standin", "--help"], capture_output=True, text=True,
                             check=True)
     for option in ("--model-dir", "--dataset-dir", "--size", "--rows", "--seed", "--long-share"):
         assert option in result.stdout
-    no_folder = subprocess.run([sys.executable, "-m", "helpers.standin"], capture_output=True, text=True)
+    no_folder = subprocess.run([sys.executable, "-m", "tools.standin"], capture_output=True, text=True)
     assert no_folder.returncode == 2 and "--model-dir" in no_folder.stderr
 
 

@@ -1,13 +1,19 @@
-"""A real (tiny) Trainer run: the loss falls, the adapter round-trips, an interrupted run resumes exactly."""
+"""helpers.training: the arguments of the recipe, the answer-only loss, and a real (tiny) Trainer run (the loss
+falls, the adapter round-trips, an interrupted run resumes exactly)."""
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from helpers import hardware, training
 from helpers.evaluate import generate_answers
 from helpers.loading import load_model_and_processor, save_adapter
-from helpers.lora import add_lora, freeze_audio_tower
-from helpers.training import make_trainer
+from helpers.lora import (
+    add_lora,
+    freeze_audio_tower,
+)
+from helpers.profiles import get_profile
+from helpers.training import make_trainer, training_arguments
 
 
 def lora_model(profile):
@@ -153,7 +159,9 @@ def test_time_budget_stops_with_a_checkpoint_and_the_next_run_resumes(profile, s
     import time as clock
     from dataclasses import replace
 
-    from helpers.training import TimeBudget, last_complete_checkpoint, train
+    from helpers.training import TimeBudget
+    from tutorial_kit.checkpoints import last_complete_checkpoint
+    from tutorial_kit.resume import train
 
     minutes = iter(range(1000))  # each step end reads the clock once: one "minute" per step
     monkeypatch.setattr(clock, "monotonic", lambda: 60.0 * next(minutes))
@@ -183,3 +191,33 @@ def test_time_budget_from_the_environment(monkeypatch):
     monkeypatch.setenv("VOXTRAL_TRAIN_MINUTES", "soon")
     with pytest.raises(ValueError, match="VOXTRAL_TRAIN_MINUTES"):
         get_profile("full")
+
+
+def test_full_training_arguments_follow_the_recipe(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # TrainingArguments would touch a faked GPU
+    monkeypatch.setattr(training, "training_plan", lambda profile: hardware.TrainingPlan(8, 2, False, "test"))
+    args = training_arguments(get_profile("full"), tmp_path)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.activation_checkpointing) == (8, 2, False)
+    assert args.learning_rate == 2e-4 and args.num_train_epochs == 3
+    assert args.lr_scheduler_type.value == "cosine" and args.warmup_steps == 0.1 and args.weight_decay == 0.01
+    assert not args.push_to_hub and not args.remove_unused_columns
+    assert not args.bf16 and not args.fp16  # no GPU here
+
+
+def test_tiny_training_arguments_and_overrides(tmp_path):
+    args = training_arguments(get_profile("tiny"), tmp_path, max_steps=3)
+    assert args.max_steps == 3 and not args.activation_checkpointing
+
+
+def test_push_to_hub_needs_a_login(tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "hub_token", lambda: None)
+    with pytest.raises(RuntimeError, match="needs a Hugging Face login"):
+        training_arguments(get_profile("tiny"), tmp_path, push_to_hub=True, hub_model_id="me/voxtral-lora")
+
+
+def test_push_to_hub_names_its_repository(tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "hub_token", lambda: "a-token")
+    with pytest.raises(ValueError, match="hub_model_id"):
+        training_arguments(get_profile("tiny"), tmp_path, push_to_hub=True)
+    args = training_arguments(get_profile("tiny"), tmp_path, push_to_hub=True, hub_model_id="me/voxtral-lora")
+    assert args.push_to_hub and args.hub_model_id == "me/voxtral-lora"

@@ -55,7 +55,7 @@ def python_floor() -> str:
 
 
 def torchcodec_for(torch_version: str) -> str:
-    from helpers.colab import torchcodec_requirement
+    from tutorial_kit.colab import torchcodec_requirement
 
     return torchcodec_requirement(torch_version)
 

@@ -6,7 +6,7 @@
 
 The five notebooks run in order, each in a fresh kernel, exactly as a learner runs them with
 `VOXTRAL_PROFILE=full`, except for the environment: `VOXTRAL_MODEL` and `VOXTRAL_DATASET` point at
-the stand-ins (`helpers.standin`) and `VOXTRAL_MAX_STEPS` shortens training. Per notebook it records
+the stand-ins (`tools.standin`) and `VOXTRAL_MAX_STEPS` shortens training. Per notebook it records
 the wall time and the peak GPU memory, and writes them as JSON. `--check` compares the output of
 every cell tagged `nbval-check-output` with the expected outputs stored for this rehearsal; `--store`
 records them (after a deliberate change to a notebook).
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from helpers.standin import ensure_standins
+    from tools.standin import ensure_standins
 
     if arguments.size == "full" and not torch.cuda.is_available():
         parser.error("--size full is Voxtral-Mini-3B's size (4.7B parameters): it needs a CUDA GPU. Use --size small here.")

@@ -26,7 +26,7 @@ if "google.colab" in sys.modules:
     source = os.environ.get("VOXTRAL_TUTORIAL_SOURCE") or f"git+https://github.com/{{REPOSITORY}}@{{REF}}"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                     f"voxtral-tutorial-helpers @ {{source}}"], check=True)
-    from helpers.colab import setup
+    from tutorial_kit.colab import setup
 
     setup(source)'''
 

@@ -1,0 +1,123 @@
+"""Notebook 02's exercise checks: the right answer passes, the usual mistakes get their own hint, nothing raises."""
+import pytest
+import torch
+
+from helpers.collator import VoxtralAudioCollator
+from tutorial_kit.exercises import PLACEHOLDER_HINT
+from tutorial_kit.exercises import collator as exercises
+
+
+@pytest.fixture(scope="module")
+def rows(splits):
+    """The first training row of each category: their prompts differ in length, so the batch has padding."""
+    firsts = {}
+    for index, category in enumerate(splits["train"]["category"]):
+        firsts.setdefault(category, index)
+    return [splits["train"][i] for i in sorted(firsts.values())]
+
+
+def masked(input_ids, attention_mask, prompt_lengths, shift=0, value=-100, mask_padding=True):
+    labels = input_ids.clone()
+    for i, n in enumerate(prompt_lengths):
+        labels[i, : n + shift] = value
+    if mask_padding:
+        labels[attention_mask == 0] = value
+    return labels
+
+
+def without_eos(input_ids, attention_mask, prompt_lengths):
+    labels = masked(input_ids, attention_mask, prompt_lengths)
+    labels[torch.arange(len(labels)), attention_mask.sum(dim=1) - 1] = -100
+    return labels
+
+
+def inverted(input_ids, attention_mask, prompt_lengths):
+    labels = input_ids.clone()
+    for i, n in enumerate(prompt_lengths):
+        labels[i, n:] = -100
+    return labels
+
+
+def test_batch_labels(processor, rows):
+    assert exercises.check_batch_labels(masked, processor=processor, rows=rows)
+
+
+@pytest.mark.parametrize(("answer", "hint"), [
+    (..., PLACEHOLDER_HINT),
+    (lambda input_ids, attention_mask, prompt_lengths: ..., PLACEHOLDER_HINT),
+    ([[-100]], "should be a function"),
+    (lambda input_ids, attention_mask, prompt_lengths: masked(input_ids, attention_mask, prompt_lengths, value=0),
+     "use -100, not 0"),
+    (lambda input_ids, attention_mask, prompt_lengths: masked(input_ids, attention_mask, prompt_lengths, mask_padding=False),
+     "the padding is learned"),
+    (lambda input_ids, attention_mask, prompt_lengths: masked(input_ids, attention_mask, prompt_lengths, shift=-1),
+     "one token too few masked"),
+    (lambda input_ids, attention_mask, prompt_lengths: masked(input_ids, attention_mask, prompt_lengths, shift=1),
+     "one token too many masked"),
+    (without_eos, "end-of-sequence token is learned too"),
+    (inverted, "the other way round"),
+    (lambda input_ids, attention_mask, prompt_lengths: input_ids[:, :-1], "one label per input id"),
+    (lambda input_ids, attention_mask, prompt_lengths: input_ids, "row 0 differs"),
+    (lambda input_ids, attention_mask, prompt_lengths: input_ids[99], "raised IndexError"),
+])
+def test_batch_labels_mistakes(processor, rows, answer, hint):
+    feedback = exercises.check_batch_labels(answer, processor=processor, rows=rows)
+    assert not feedback and hint in feedback.message
+
+
+def test_unpadded_prompts(processor, rows):
+    def right(input_ids, attention_mask):
+        return [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
+
+    def from_the_end(input_ids, attention_mask):  # another right answer, as tensors
+        return [ids[len(ids) - int(mask.sum()):] for ids, mask in zip(input_ids, attention_mask)]
+
+    assert exercises.check_unpadded_prompts(right, processor=processor, rows=rows)
+    assert exercises.check_unpadded_prompts(from_the_end, processor=processor, rows=rows)
+
+
+@pytest.mark.parametrize(("answer", "hint"), [
+    (..., PLACEHOLDER_HINT),
+    (lambda input_ids, attention_mask: ..., PLACEHOLDER_HINT),
+    (lambda input_ids, attention_mask: [ids[: int(mask.sum())] for ids, mask in zip(input_ids, attention_mask)],
+     "the published guide's bug"),
+    (lambda input_ids, attention_mask: list(input_ids), "still hold the padding"),
+    (lambda input_ids, attention_mask: input_ids, "a 2-D tensor"),
+    (lambda input_ids, attention_mask: [input_ids[0][attention_mask[0].bool()]], "return a list of 4 sequences"),
+    (lambda input_ids, attention_mask: [ids[mask.bool()][:-1] for ids, mask in zip(input_ids, attention_mask)],
+     "ending in `[/INST]`"),
+    (lambda input_ids, attention_mask: input_ids.unpad(), "raised AttributeError"),
+])
+def test_unpadded_prompts_mistakes(processor, rows, answer, hint):
+    feedback = exercises.check_unpadded_prompts(answer, processor=processor, rows=rows)
+    assert not feedback and hint in feedback.message
+
+
+@pytest.fixture(scope="module")
+def batch(processor, rows):
+    return VoxtralAudioCollator(processor)(rows)
+
+
+def test_learned_share(batch):
+    learned, real = int((batch["labels"] != -100).sum()), int(batch["attention_mask"].sum())
+    assert 0 < learned < real
+    assert exercises.check_learned_share(learned / real, batch=batch)
+    assert exercises.check_learned_share(torch.tensor(learned / real), batch=batch)
+
+
+@pytest.mark.parametrize(("mistake", "hint"), [
+    ("count", "number of learned tokens"),
+    ("percent", "as a percentage"),
+    ("all positions", "padding included"),
+    ("masked share", "share of masked tokens"),
+    ("without eos", "end-of-sequence token of each row"),
+    ("text", "should be a number"),
+    ("placeholder", PLACEHOLDER_HINT),
+])
+def test_learned_share_mistakes(batch, mistake, hint):
+    learned, real = int((batch["labels"] != -100).sum()), int(batch["attention_mask"].sum())
+    answer = {"count": learned, "percent": 100 * learned / real, "all positions": learned / batch["labels"].numel(),
+              "masked share": 1 - learned / real, "without eos": (learned - len(batch["labels"])) / real,
+              "text": f"{learned / real}", "placeholder": ...}[mistake]
+    feedback = exercises.check_learned_share(answer, batch=batch)
+    assert not feedback and hint in feedback.message

@@ -1,0 +1,156 @@
+"""The checks of notebook 04's exercises: the placeholder gets its hint, plausible mistakes get theirs,
+the right answer passes, and a learner function that raises gets a hint instead of a traceback."""
+import math
+import re
+
+import pytest
+from scipy.stats import binomtest
+
+from tutorial_kit.exercises import PLACEHOLDER_HINT
+from tutorial_kit.exercises import evaluation as exercises
+
+
+def placeholder(*args):
+    ...
+
+
+def raises(*args):
+    raise KeyError("oops")
+
+
+def assert_hint(feedback, words: str):
+    assert not feedback and words in feedback.message, feedback.message
+
+
+# normalize_validity ---------------------------------------------------------------------------------------------
+
+def right_validity(text):
+    words = re.findall(r"[a-z']+", text.lower())
+    if "invalid" in words:
+        return "invalid"
+    if "valid" not in words:
+        return None
+    before = words[:words.index("valid")]
+    return "invalid" if before[-2:] and {"not", "isn't"} & set(before[-2:]) else "valid"
+
+
+def substring_validity(text):
+    text = text.lower()
+    return "valid" if "valid" in text else None
+
+
+def no_negation_validity(text):
+    words = re.findall(r"[a-z']+", text.lower())
+    return "invalid" if "invalid" in words else "valid" if "valid" in words else None
+
+
+def capitalised_validity(text):
+    answer = right_validity(text)
+    return answer.capitalize() if answer else None
+
+
+def guessing_validity(text):
+    return right_validity(text) or "valid"
+
+
+def test_validity_placeholder_gets_the_placeholder_hint():
+    assert_hint(exercises.check_normalize_validity(...), PLACEHOLDER_HINT)
+    assert_hint(exercises.check_normalize_validity(placeholder), PLACEHOLDER_HINT)
+
+
+def test_validity_mistakes_get_their_hints():
+    assert_hint(exercises.check_normalize_validity(substring_validity), "look for 'invalid' first")
+    assert_hint(exercises.check_normalize_validity(no_negation_validity), "negation")
+    assert_hint(exercises.check_normalize_validity(capitalised_validity), "lower case")
+    assert_hint(exercises.check_normalize_validity(guessing_validity), "return None")
+    assert_hint(exercises.check_normalize_validity(right_validity("valid")), "pass the function itself")
+
+
+def test_validity_right_answer_passes_and_errors_become_hints():
+    assert exercises.check_normalize_validity(right_validity)
+    assert_hint(exercises.check_normalize_validity(raises), "KeyError")
+
+
+# wilson_95 ------------------------------------------------------------------------------------------------------
+
+def right_wilson(k, n):
+    interval = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return interval.low, interval.high
+
+
+def test_wilson_placeholder_and_mistakes():
+    assert_hint(exercises.check_wilson_95(placeholder), PLACEHOLDER_HINT)
+
+    def wald(k, n):
+        p = k / n
+        half = 1.96 * math.sqrt(p * (1 - p) / n)
+        return p - half, p + half
+
+    def ninety(k, n):
+        interval = binomtest(k, n).proportion_ci(confidence_level=0.90, method="wilson")
+        return interval.low, interval.high
+
+    assert_hint(exercises.check_wilson_95(wald), "Wald")
+    assert_hint(exercises.check_wilson_95(ninety), "90%")
+    assert_hint(exercises.check_wilson_95(lambda k, n: tuple(100 * x for x in right_wilson(k, n))), "percentages")
+    assert_hint(exercises.check_wilson_95(lambda k, n: right_wilson(k, n)[::-1]), "(low, high)")
+    assert_hint(exercises.check_wilson_95(lambda k, n: k / n), "a pair")
+
+
+def test_wilson_right_answer_passes_and_errors_become_hints():
+    assert exercises.check_wilson_95(right_wilson)
+
+    def by_formula(k, n, z=1.96):
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        return centre - half, centre + half
+
+    assert exercises.check_wilson_95(by_formula)
+    assert_hint(exercises.check_wilson_95(lambda k, n: (0, 1 / (k - k))), "ZeroDivisionError")
+
+
+# fixed_broken_p (McNemar) ---------------------------------------------------------------------------------------
+
+def right_mcnemar(before, after):
+    fixed = sum((not b) and a for b, a in zip(before, after))
+    broken = sum(b and not a for b, a in zip(before, after))
+    p = binomtest(fixed, fixed + broken).pvalue if fixed + broken else 1.0
+    return fixed, broken, p
+
+
+def test_paired_results_disagree_in_both_directions():
+    before, after = exercises.paired_results()
+    fixed, broken, _ = right_mcnemar(before, after)
+    assert fixed > broken > 0
+
+
+def test_mcnemar_placeholder_and_mistakes():
+    assert_hint(exercises.check_mcnemar(placeholder), PLACEHOLDER_HINT)
+
+    def swapped(before, after):
+        fixed, broken, p = right_mcnemar(before, after)
+        return broken, fixed, p
+
+    def one_sided(before, after):
+        fixed, broken, _ = right_mcnemar(before, after)
+        return fixed, broken, binomtest(fixed, fixed + broken, alternative="greater").pvalue if fixed + broken else 0.5
+
+    def over_all_questions(before, after):
+        fixed, broken, _ = right_mcnemar(before, after)
+        return fixed, broken, binomtest(fixed, len(before)).pvalue
+
+    assert_hint(exercises.check_mcnemar(swapped), "swapped")
+    assert_hint(exercises.check_mcnemar(one_sided), "one-sided")
+    assert_hint(exercises.check_mcnemar(over_all_questions), "exact binomial test")
+    assert_hint(exercises.check_mcnemar(lambda before, after: right_mcnemar(before, after)[:2]), "three values")
+
+
+def test_mcnemar_right_answer_passes_and_errors_become_hints():
+    assert exercises.check_mcnemar(right_mcnemar)
+    assert_hint(exercises.check_mcnemar(lambda before, after: before["x"]), "TypeError")
+
+
+@pytest.mark.parametrize("check", [exercises.check_normalize_validity, exercises.check_wilson_95, exercises.check_mcnemar])
+def test_a_value_instead_of_a_function_gets_a_hint(check):
+    assert_hint(check(3), "pass the function itself")

@@ -1,0 +1,130 @@
+"""The checks of notebook 03's exercises: the placeholder gets its hint, plausible mistakes get theirs,
+the right answer (computed here independently) passes, and a learner's function that raises gets a hint."""
+import math
+import re
+
+import pytest
+
+from tutorial_kit.exercises import PLACEHOLDER_HINT
+from tutorial_kit.exercises import lora as exercises
+
+
+@pytest.fixture(scope="module")
+def model(model_and_processor):
+    return model_and_processor[0]
+
+
+def placeholder_function(*args):
+    ...
+
+
+def raises(*args):
+    raise KeyError("lora_A")
+
+
+def assert_not_yet(feedback, hint):
+    assert not feedback.correct and feedback.message.startswith("Not yet"), feedback.message
+    assert hint in feedback.message, feedback.message
+
+
+# -- the output of a LoRA layer -----------------------------------------------------------------
+
+def right_forward(layer, x):
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    scale = layer.lora_alpha["default"] / layer.r["default"]
+    return x @ layer.base_layer.weight.T + (0 if layer.base_layer.bias is None else layer.base_layer.bias) \
+        + scale * (x @ a.T) @ b.T
+
+
+def unscaled(layer, x):
+    return layer.base_layer(x) + layer.lora_B["default"](layer.lora_A["default"](x))
+
+
+def scaled_by_alpha(layer, x):
+    return layer.base_layer(x) + layer.lora_alpha["default"] * layer.lora_B["default"](layer.lora_A["default"](x))
+
+
+def upside_down(layer, x):
+    scale = layer.r["default"] / layer.lora_alpha["default"]
+    return layer.base_layer(x) + scale * layer.lora_B["default"](layer.lora_A["default"](x))
+
+
+def update_only(layer, x):
+    return right_forward(layer, x) - layer.base_layer(x)
+
+
+def wrong_order(layer, x):
+    return layer.base_layer(x) + x @ layer.lora_B["default"].weight.T @ layer.lora_A["default"].weight.T
+
+
+def test_lora_forward_placeholder():
+    assert_not_yet(exercises.check_lora_forward(...), PLACEHOLDER_HINT)
+    assert_not_yet(exercises.check_lora_forward(placeholder_function), PLACEHOLDER_HINT)
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (unscaled, "you left out the scale"),
+    (scaled_by_alpha, "divide it by r"),
+    (upside_down, "upside down"),
+    (update_only, "the update alone"),
+    (lambda layer, x: layer.base_layer(x), "the frozen layer alone"),
+    (wrong_order, "goes through A first"),
+    (lambda layer, x: 0.0, "return a tensor"),
+])
+def test_lora_forward_mistakes(mistake, hint):
+    assert_not_yet(exercises.check_lora_forward(mistake), hint)
+
+
+def test_lora_forward_right_answer_and_errors():
+    assert exercises.check_lora_forward(right_forward).correct
+    assert_not_yet(exercises.check_lora_forward(raises), "KeyError")
+
+
+# -- a pattern for the attention projections only ------------------------------------------------
+
+def test_attention_pattern_placeholder(model):
+    assert_not_yet(exercises.check_attention_only_pattern(..., model), PLACEHOLDER_HINT)
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (r".*\.(q_proj|k_proj|v_proj|o_proj)", "audio tower"),
+    (r".*language_model.*_proj", "MLP layers"),
+    (r".*language_model.*\.(q_proj|k_proj|v_proj)", "misses 2 of the 8"),
+    (r"language_model.*\.(q|k|v|o)_proj", "start the pattern with `.*`"),
+    (r".*(language_model.*\.(q|k|v|o)_proj|linear_1)", "other layers"),
+    (r".*language_model.*\.(q_proj", "not a valid regular expression"),
+    (["q_proj", "k_proj", "v_proj", "o_proj"], "as a string"),
+])
+def test_attention_pattern_mistakes(model, mistake, hint):
+    assert_not_yet(exercises.check_attention_only_pattern(mistake, model), hint)
+
+
+def test_attention_pattern_right_answer(model):
+    names = [name for name, _ in model.named_modules()]
+    wanted = [n for n in names if "language_model" in n and re.search(r"self_attn\.[qkvo]_proj$", n)]
+    assert len(wanted) == 4 * model.config.text_config.num_hidden_layers
+    right = r".*language_model\.layers\.\d+\.self_attn\.[qkvo]_proj"
+    assert [n for n in names if re.fullmatch(right, n)] == wanted
+    feedback = exercises.check_attention_only_pattern(right, model)
+    assert feedback.correct and f"{len(wanted)} attention projections" in feedback.message
+
+
+# -- optimizer steps per epoch -------------------------------------------------------------------
+
+def test_optimizer_steps_placeholder():
+    assert_not_yet(exercises.check_optimizer_steps(...), PLACEHOLDER_HINT)
+    assert_not_yet(exercises.check_optimizer_steps(placeholder_function), PLACEHOLDER_HINT)
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (lambda rows, micro, accumulation: rows // (micro * accumulation), "round up, not down"),
+    (lambda rows, micro, accumulation: math.ceil(rows / micro), "counts micro-batches"),
+    (lambda rows, micro, accumulation: rows / (micro * accumulation), "whole number"),
+])
+def test_optimizer_steps_mistakes(mistake, hint):
+    assert_not_yet(exercises.check_optimizer_steps(mistake), hint)
+
+
+def test_optimizer_steps_right_answer_and_errors():
+    assert exercises.check_optimizer_steps(lambda rows, micro, accumulation: -(-rows // (micro * accumulation))).correct
+    assert_not_yet(exercises.check_optimizer_steps(raises), "KeyError")

@@ -1,0 +1,147 @@
+"""The checks of notebook 05's exercises: the placeholder gets its hint, plausible mistakes get theirs,
+the right answer passes, and a learner function that raises gets a hint instead of a traceback."""
+import pytest
+import torch
+
+from tutorial_kit.exercises import PLACEHOLDER_HINT
+from tutorial_kit.exercises import pipeline as exercises
+
+
+def placeholder(*args):
+    ...
+
+
+def raises(*args):
+    raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+
+def assert_hint(feedback, words: str):
+    assert not feedback and words in feedback.message, feedback.message
+
+
+def test_small_lora_model_has_a_non_zero_update_on_both_layers():
+    model = exercises.small_lora_model()
+    for name in ("q_proj", "v_proj"):
+        layer = model.base_model.model.get_submodule(name)
+        assert layer.lora_B["default"].weight.abs().max() > 0
+        assert layer.scaling["default"] == exercises.ALPHA / exercises.RANK != 32 / 8
+
+
+# merge_by_hand --------------------------------------------------------------------------------------------------
+
+def parts(layer):
+    return layer.base_layer.weight, layer.lora_A["default"].weight, layer.lora_B["default"].weight
+
+
+def right_merge(layer):
+    weight, down, up = parts(layer)
+    return weight + layer.lora_alpha["default"] / layer.r["default"] * up @ down
+
+
+def test_merge_placeholder_gets_the_placeholder_hint():
+    assert_hint(exercises.check_merge_by_hand(...), PLACEHOLDER_HINT)
+    assert_hint(exercises.check_merge_by_hand(placeholder), PLACEHOLDER_HINT)
+
+
+def test_merge_mistakes_get_their_hints():
+    def unscaled(layer):
+        weight, down, up = parts(layer)
+        return weight + up @ down
+
+    def tutorial_scale(layer):
+        weight, down, up = parts(layer)
+        return weight + 4 * up @ down
+
+    def inverted_scale(layer):
+        weight, down, up = parts(layer)
+        return weight + layer.r["default"] / layer.lora_alpha["default"] * up @ down
+
+    def transposed(layer):
+        weight, down, up = parts(layer)
+        return (weight + 3 * up @ down).T
+
+    def update_only(layer):
+        weight, down, up = parts(layer)
+        return 3 * up @ down
+
+    def in_place(layer):
+        weight, down, up = parts(layer)
+        with torch.no_grad():
+            return weight.add_(3 * up @ down)
+
+    assert_hint(exercises.check_merge_by_hand(unscaled), "left out the scale")
+    assert_hint(exercises.check_merge_by_hand(tutorial_scale), "read r and alpha from this layer")
+    assert_hint(exercises.check_merge_by_hand(inverted_scale), "not r / alpha")
+    assert_hint(exercises.check_merge_by_hand(transposed), "shape (512, 128)")
+    assert_hint(exercises.check_merge_by_hand(update_only), "add it to the base weight")
+    assert_hint(exercises.check_merge_by_hand(lambda layer: parts(layer)[0]), "base weight alone")
+    assert_hint(exercises.check_merge_by_hand(in_place), "changed the layer's own weights")
+    assert_hint(exercises.check_merge_by_hand(lambda layer: 1.0), "return a torch tensor")
+
+
+def test_merge_right_answer_passes_and_errors_become_hints():
+    assert exercises.check_merge_by_hand(right_merge)
+
+    def with_scaling(layer):
+        weight, down, up = parts(layer)
+        return weight + layer.scaling["default"] * up @ down
+
+    assert exercises.check_merge_by_hand(with_scaling)
+    assert_hint(exercises.check_merge_by_hand(raises), "RuntimeError")
+
+
+# sizes_mb -------------------------------------------------------------------------------------------------------
+
+def byte_count(parameters):
+    return sum(p.numel() * p.element_size() for p in parameters)
+
+
+def right_sizes(model):
+    named = list(model.named_parameters())
+    adapter = byte_count(p for name, p in named if "lora_" in name)
+    merged = byte_count(p for name, p in named if "lora_" not in name)
+    return adapter / 1e6, merged / 1e6
+
+
+def test_sizes_placeholder_gets_the_placeholder_hint():
+    assert_hint(exercises.check_sizes_mb(...), PLACEHOLDER_HINT)
+    assert_hint(exercises.check_sizes_mb(placeholder), PLACEHOLDER_HINT)
+
+
+def test_sizes_mistakes_get_their_hints():
+    def mebibytes(model):
+        adapter, merged = right_sizes(model)
+        return adapter * 1e6 / 2**20, merged * 1e6 / 2**20
+
+    def model_dtype_for_all(model):
+        named = list(model.named_parameters())
+        adapter = sum(p.numel() for name, p in named if "lora_" in name) * 2
+        return adapter / 1e6, right_sizes(model)[1]
+
+    def float32_for_all(model):
+        named = list(model.named_parameters())
+        merged = sum(p.numel() for name, p in named if "lora_" not in name) * 4
+        return right_sizes(model)[0], merged / 1e6
+
+    def lora_left_in(model):
+        return right_sizes(model)[0], byte_count(model.parameters()) / 1e6
+
+    def bits(model):
+        return tuple(8 * size for size in right_sizes(model))
+
+    assert_hint(exercises.check_sizes_mb(mebibytes), "MiB")
+    assert_hint(exercises.check_sizes_mb(model_dtype_for_all), "float32 here")
+    assert_hint(exercises.check_sizes_mb(float32_for_all), "bfloat16, 2 bytes")
+    assert_hint(exercises.check_sizes_mb(lora_left_in), "only the base parameters")
+    assert_hint(exercises.check_sizes_mb(bits), "bits")
+    assert_hint(exercises.check_sizes_mb(lambda model: 3.0), "two numbers")
+
+
+def test_sizes_right_answer_passes_and_errors_become_hints():
+    assert exercises.check_sizes_mb(right_sizes)
+    assert_hint(exercises.check_sizes_mb(raises), "RuntimeError")
+
+
+@pytest.mark.parametrize("check", [exercises.check_merge_by_hand, exercises.check_sizes_mb])
+def test_a_value_instead_of_a_function_gets_a_hint(check):
+    assert_hint(check(torch.zeros(2)), "pass the function itself")

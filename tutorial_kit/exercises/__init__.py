@@ -1,0 +1,69 @@
+"""Self-checks for the exercises at the end of each notebook.
+
+Each notebook has a module here (`tutorial_kit.exercises.explore`, `.collator`, `.lora`, `.evaluation`,
+`.pipeline`) with one `check_...` function per exercise. A check answers in words: "Correct"
+with a line on why it matters, or "Not yet" with a hint. It never shows a traceback: an answer
+that is still `...`, of the wrong type, or a function of yours that raises, all get a hint.
+
+    from tutorial_kit.exercises import collator as exercises
+    exercises.check_label_mask(my_labels)          # -> Correct: ... / Not yet: ...
+
+The solutions are in `notebooks/solutions/`: open them when you are stuck, or to compare.
+"""
+from __future__ import annotations
+
+import functools
+import traceback
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What a check says. Shown as its message in a notebook; true when the answer is correct."""
+
+    correct: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.correct
+
+    def __repr__(self) -> str:
+        return self.message
+
+    def _repr_markdown_(self) -> str:
+        mark = "✅" if self.correct else "💡"
+        return f"{mark} {self.message}"
+
+
+def correct(why: str = "") -> Feedback:
+    return Feedback(True, "Correct" + (f": {why}" if why else "."))
+
+
+def not_yet(hint: str) -> Feedback:
+    return Feedback(False, f"Not yet: {hint}")
+
+
+def unanswered(answer) -> bool:
+    """An answer the learner has not filled in yet: `...` (the placeholder) or None."""
+    return answer is Ellipsis or answer is None
+
+
+PLACEHOLDER_HINT = "replace the `...` with your answer, run that cell, then run this check again."
+
+
+def friendly(check):
+    """Turn any exception raised while checking (usually inside the learner's own function)
+    into a hint naming the error, instead of a traceback."""
+
+    @functools.wraps(check)
+    def checked(*args, **kwargs) -> Feedback:
+        if args and all(unanswered(a) for a in args):
+            return not_yet(PLACEHOLDER_HINT)
+        try:
+            return check(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - any error in the learner's code becomes a hint
+            where = traceback.extract_tb(error.__traceback__)[-1]
+            return not_yet(f"your code raised {type(error).__name__}: {error} (in {where.name}, line {where.lineno}). "
+                           "Fix that first; the exercise text says what the function receives and returns.")
+
+    return checked

@@ -1,0 +1,147 @@
+"""Checks for the exercises of notebook 02 · Build the collator.
+
+    from tutorial_kit.exercises import collator as exercises
+    exercises.check_batch_labels(batch_labels, processor=processor, rows=rows)
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from functools import lru_cache
+
+import torch
+
+from helpers.collator import IGNORE_INDEX, VoxtralAudioCollator
+from tutorial_kit.exercises import PLACEHOLDER_HINT, correct, friendly, not_yet
+
+RETURNS_NONE = PLACEHOLDER_HINT + " (Your function returns None: give it a `return`.)"
+
+
+@lru_cache(maxsize=4)
+def _collator(processor) -> VoxtralAudioCollator:
+    """One collator per processor, so its prompt tokens are computed once however often a check runs."""
+    return VoxtralAudioCollator(processor)
+
+
+def _prompt_lengths(collator: VoxtralAudioCollator, rows: list[dict]) -> list[int]:
+    return [len(collator.prompt_ids(row.get("category"), collator.row_features(row, i).shape[0], row.get("question")))
+            for i, row in enumerate(rows)]
+
+
+def _labels_with(input_ids: torch.Tensor, attention_mask: torch.Tensor, masked: list[int], pad_label: int = IGNORE_INDEX,
+                 prompt_label: int = IGNORE_INDEX) -> torch.Tensor:
+    """Labels masking the first `masked[i]` tokens of row i: the right answer, or a mistake, by its arguments."""
+    labels = input_ids.clone()
+    for i, n in enumerate(masked):
+        labels[i, :n] = prompt_label
+    labels[attention_mask == 0] = pad_label
+    return labels
+
+
+@friendly
+def check_batch_labels(batch_labels, *, processor, rows: list[dict]):
+    """`batch_labels(input_ids, attention_mask, prompt_lengths)` must return the labels the collator makes."""
+    if not callable(batch_labels):
+        return not_yet("`batch_labels` should be a function: `def batch_labels(input_ids, attention_mask, prompt_lengths): ...`.")
+    collator = _collator(processor)  # pads on the right, for training
+    batch, lengths = collator(rows), _prompt_lengths(collator, rows)
+    ids, mask, expected = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    given = batch_labels(ids.clone(), mask.clone(), list(lengths))
+    if given is None or given is Ellipsis:
+        return not_yet(RETURNS_NONE)
+    given = torch.as_tensor(given)
+    if given.shape != expected.shape:
+        return not_yet(f"your labels have shape {tuple(given.shape)}; they need one label per input id: {tuple(expected.shape)}.")
+    if torch.equal(given.long(), expected):
+        learned = int((expected != IGNORE_INDEX).sum())
+        return correct(f"{learned} of the batch's {int(mask.sum())} real tokens are learned (the answers and their end of "
+                       "sequence); the prompt and the padding add nothing to the loss.")
+    if torch.equal(given, _labels_with(ids, mask, lengths, pad_label=0, prompt_label=0)):
+        return not_yet("use -100, not 0: -100 is the label the loss ignores (CrossEntropyLoss's ignore_index); "
+                       "0 is a real token id the model would be trained to say.")
+    if torch.equal(given, _labels_with(ids, torch.ones_like(mask), lengths)):  # pads kept as token ids
+        return not_yet("the padding is learned: set the labels to -100 where attention_mask is 0 too, or the model "
+                       "learns to say pad tokens after its answer.")
+    if torch.equal(given, _labels_with(ids, mask, [n - 1 for n in lengths])):
+        return not_yet("one token too few masked: the prompt's last token (`[/INST]`) is learned. Mask the first "
+                       "prompt_length tokens of each row: positions 0 to prompt_length - 1.")
+    if torch.equal(given, _labels_with(ids, mask, [n + 1 for n in lengths])):
+        return not_yet("one token too many masked: the first token of the answer is not learned. The answer starts at "
+                       "position prompt_length.")
+    ends = mask.sum(dim=1) - 1
+    eos_masked = expected.clone()
+    eos_masked[torch.arange(len(rows)), ends] = IGNORE_INDEX
+    if torch.equal(given, eos_masked):
+        return not_yet("the end-of-sequence token is learned too: it teaches the model to stop after its answer.")
+    answers_masked = torch.where((expected == IGNORE_INDEX) & (mask == 1), ids, IGNORE_INDEX)
+    if torch.equal(given, answers_masked):
+        return not_yet("the other way round: the prompt gets -100 and the answer keeps its token ids.")
+    row = int(torch.nonzero((given != expected).any(dim=1))[0])
+    return not_yet(f"row {row} differs from the collator's labels. Expected -100 on its first {lengths[row]} tokens and on "
+                   "its padding (attention_mask 0), and its token ids in between.")
+
+
+def _as_token_lists(sequences) -> list[list[int]] | None:
+    try:
+        return [[int(t) for t in torch.as_tensor(s).reshape(-1).tolist()] for s in sequences]
+    except (TypeError, ValueError):
+        return None
+
+
+@friendly
+def check_unpadded_prompts(unpadded_prompts, *, processor, rows: list[dict]):
+    """`unpadded_prompts(input_ids, attention_mask)`: each row's prompt, without the left padding."""
+    if not callable(unpadded_prompts):
+        return not_yet("`unpadded_prompts` should be a function: `def unpadded_prompts(input_ids, attention_mask): ...`.")
+    collator = _collator(processor)
+    batch = collator.prompts(rows)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    expected = [collator.prompt_ids(row.get("category"), collator.row_features(row, i).shape[0], row.get("question"))
+                for i, row in enumerate(rows)]
+    if len({len(e) for e in expected}) < 2:
+        raise ValueError("check_unpadded_prompts needs rows whose prompts differ in length (rows of several categories).")
+    given = unpadded_prompts(ids.clone(), mask.clone())
+    if given is None or given is Ellipsis:
+        return not_yet(RETURNS_NONE)
+    if isinstance(given, torch.Tensor) and given.dim() == 2 and given.shape == ids.shape:
+        return not_yet("a 2-D tensor keeps every row as long as the longest: return a list with one sequence per row.")
+    given = _as_token_lists(given)
+    if given is None or len(given) != len(rows):
+        return not_yet(f"return a list of {len(rows)} sequences of token ids, one per row.")
+    if given == expected:
+        return correct("with left padding the pads come first, so a prompt is the last sum(attention_mask) tokens "
+                       "(or the tokens where the mask is 1). Every prompt ends in `[/INST]`, where the answer starts.")
+    if given == [row[: int(n)] for row, n in zip(ids.tolist(), mask.sum(dim=1))]:
+        return not_yet("that is `ids[:sum(attention_mask)]`, the published guide's bug: it assumes right padding. With "
+                       "left padding it keeps the pads and cuts off the end of each shorter prompt, `[/INST]` included.")
+    if given == ids.tolist():
+        return not_yet("these still hold the padding: keep only the positions where attention_mask is 1.")
+    row = next(i for i, (g, e) in enumerate(zip(given, expected)) if g != e)
+    return not_yet(f"row {row}: expected its {len(expected[row])} prompt tokens, ending in `[/INST]`; you returned "
+                   f"{len(given[row])} tokens. Where do the pads sit in a left-padded row?")
+
+
+@friendly
+def check_learned_share(learned_share, *, batch: dict):
+    """`learned_share`: the fraction of the batch's real tokens (attention_mask 1) that are learned."""
+    if not isinstance(learned_share, (numbers.Real, torch.Tensor)) or isinstance(learned_share, bool):
+        return not_yet(f"learned_share should be a number between 0 and 1, not {type(learned_share).__name__}.")
+    share = float(learned_share)
+    labels, mask = batch["labels"], batch["attention_mask"]
+    learned, real = int((labels != IGNORE_INDEX).sum()), int(mask.sum())
+    expected = learned / real
+    if math.isclose(share, expected, rel_tol=1e-4):
+        return correct(f"{learned} of {real} tokens ({expected:.1%}): the loss comes from the answers alone, so its "
+                       "value is an average over very few tokens per row.")
+    if share == learned:
+        return not_yet("that is the number of learned tokens; divide it by the number of real tokens (attention_mask 1).")
+    if math.isclose(share, 100 * expected, rel_tol=1e-4):
+        return not_yet("right value, as a percentage: give it as a fraction between 0 and 1.")
+    if math.isclose(share, learned / labels.numel(), rel_tol=1e-4):
+        return not_yet("you divided by every position, padding included: count only the real tokens (attention_mask 1).")
+    if math.isclose(share, 1 - expected, rel_tol=1e-4):
+        return not_yet("that is the share of masked tokens (-100); the question asks for the learned ones.")
+    if math.isclose(share, (learned - len(labels)) / real, rel_tol=1e-4):
+        return not_yet("the end-of-sequence token of each row is learned too: count every label that is not -100.")
+    return not_yet("count the labels that are not -100 and the positions where attention_mask is 1; "
+                   "divide the first by the second.")

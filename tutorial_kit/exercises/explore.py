@@ -1,0 +1,119 @@
+"""Checks for the exercises of notebook 01 · Explore Big Bench Audio.
+
+    from tutorial_kit.exercises import explore as exercises
+    exercises.check_audio_token_count(audio_token_count, processor=processor)
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections import Counter
+
+import numpy as np
+
+from helpers.audio import CHUNK_SECONDS, SAMPLING_RATE, num_chunks
+from helpers.tasks import CATEGORIES, build_conversation
+from tutorial_kit.exercises import PLACEHOLDER_HINT, correct, friendly, not_yet
+
+# Short, exactly on a boundary, just over it, and several chunks: where the usual mistakes show.
+CLIP_SECONDS = (0.5, 12.0, 30.0, 30.1, 45.0, 61.0)
+
+
+def _processor_audio_tokens(processor, seconds: float) -> int:
+    """What Voxtral's processor really puts in a prompt for a clip this long (silence will do)."""
+    silence = {"array": np.zeros(round(seconds * SAMPLING_RATE), np.float32), "sampling_rate": SAMPLING_RATE}
+    encoded = processor.apply_chat_template(build_conversation({"audio": silence, "category": CATEGORIES[0]}),
+                                            tokenize=True, return_dict=True, add_generation_prompt=True)
+    return int((encoded["input_ids"] == processor.audio_token_id).sum())
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+@friendly
+def check_audio_token_count(audio_token_count, *, processor):
+    """`audio_token_count(seconds)` must return the number of `[AUDIO]` tokens Voxtral's prompt
+    holds for a clip that long; compared with the processor itself on short, boundary and long clips."""
+    if not callable(audio_token_count):
+        return not_yet("`audio_token_count` should be a function: `def audio_token_count(seconds): ...` "
+                       "that returns a number of tokens.")
+    for seconds in CLIP_SECONDS:
+        given = audio_token_count(seconds)
+        if given is None or given is Ellipsis:
+            return not_yet(PLACEHOLDER_HINT + " (Your function returns None: give it a `return`.)")
+        expected = _processor_audio_tokens(processor, seconds)
+        per_chunk = expected // num_chunks(round(seconds * SAMPLING_RATE))
+        if not _is_number(given):
+            return not_yet(f"audio_token_count({seconds}) returned {type(given).__name__} {given!r}; return a whole number.")
+        if given == expected and not isinstance(given, numbers.Integral):
+            return not_yet(f"audio_token_count({seconds}) returned {given!r}, the right value as a float: "
+                           "a number of tokens is a whole number, return an int.")
+        if given == expected:
+            continue
+        if abs(given - seconds * per_chunk / CHUNK_SECONDS) <= 1:  # rounded or not
+            return not_yet(f"audio_token_count({seconds}) = {given!r}: that is 12.5 tokens per second of speech, but the "
+                           "audio is padded to whole 30-s chunks first, so every started chunk costs all its tokens.")
+        if given == seconds // CHUNK_SECONDS * per_chunk:
+            return not_yet(f"audio_token_count({seconds}) = {given!r}: round the number of chunks up, not down "
+                           "(math.ceil): a clip shorter than 30 s still fills one whole chunk.")
+        if given in (expected * 2, expected * 4, expected * 8):
+            return not_yet(f"audio_token_count({seconds}) = {given!r}, {given // expected} times too many: a 30-s chunk is "
+                           "3000 mel frames, the encoder halves them to 1500 and the projector stacks 4 per token.")
+        return not_yet(f"for a {seconds}-s clip the processor puts {expected} [AUDIO] tokens in the prompt; "
+                       f"your function returned {given!r}. How many 30-s chunks does a {seconds}-s clip need?")
+    return correct(f"every started 30-s chunk costs {per_chunk} tokens, so a 31-s clip costs twice as much as a 29-s one. "
+                   "Checked against the processor on clips of " + ", ".join(f"{s:g}" for s in CLIP_SECONDS) + " s.")
+
+
+@friendly
+def check_padding_share(padding_share, *, seconds):
+    """`padding_share`: the fraction of the audio the encoder processes that is padding, over all clips."""
+    if not _is_number(padding_share):
+        return not_yet(f"padding_share should be a number between 0 and 1, not {type(padding_share).__name__}.")
+    seconds = np.asarray(seconds, dtype=float)
+    padded = sum(num_chunks(round(s * SAMPLING_RATE)) * CHUNK_SECONDS for s in seconds)
+    expected = 1 - seconds.sum() / padded
+    if math.isclose(padding_share, expected, abs_tol=1e-3):
+        return correct(f"{expected:.0%} of the encoder's work is on silence added to fill the 30-s chunks. "
+                       "Short clips cost as much as 30-s ones: batch size, not clip length, sets the audio compute.")
+    if math.isclose(padding_share, 1 - expected, abs_tol=1e-3):
+        return not_yet("that is the share of real audio; the question asks for the padding, the rest.")
+    if math.isclose(padding_share, 100 * expected, abs_tol=0.1):
+        return not_yet("right value, as a percentage: give it as a fraction between 0 and 1.")
+    if math.isclose(padding_share, float(np.mean(1 - seconds / CHUNK_SECONDS)), abs_tol=1e-3):
+        return not_yet("a clip over 30 s is padded to 60 s (two chunks), not 30: count the chunks each clip needs.")
+    return not_yet("add up the seconds the encoder sees (every clip padded to whole 30-s chunks) and the seconds "
+                   "of real audio; the padding share is 1 - real / padded.")
+
+
+def _answers(dataset, category) -> list[str]:
+    return [str(a) for c, a in zip(dataset["category"], dataset["official_answer"]) if c == category]
+
+
+@friendly
+def check_majority_baseline(majority_accuracy, *, train, test, category: str):
+    """`majority_accuracy`: the test accuracy of always giving `category`'s most common training answer."""
+    if not _is_number(majority_accuracy):
+        return not_yet(f"majority_accuracy should be a number between 0 and 1, not {type(majority_accuracy).__name__}.")
+    train_answers, test_answers = _answers(train, category), _answers(test, category)
+    if not train_answers or not test_answers:
+        raise ValueError(f"No rows of category {category!r} in both splits.")
+    counts = Counter(train_answers)
+    tied = [answer for answer, n in counts.items() if n == max(counts.values())]  # a tie: either answer is fair
+    accuracies = {answer: test_answers.count(answer) / len(test_answers) for answer in tied}
+    if any(math.isclose(majority_accuracy, a, abs_tol=1e-6) for a in accuracies.values()):
+        return correct(f"always answering {' or '.join(map(repr, tied))} scores {max(accuracies.values()):.0%} on "
+                       f"{category}: a fine-tuned model must beat that before its accuracy means anything.")
+    if any(math.isclose(majority_accuracy, 100 * a, abs_tol=0.1) for a in accuracies.values()):
+        return not_yet("right value, as a percentage: give it as a fraction between 0 and 1.")
+    if any(majority_accuracy == test_answers.count(answer) for answer in tied):
+        return not_yet("that is a count of rows: divide by the number of test rows of the category.")
+    test_majority = Counter(test_answers).most_common(1)[0]
+    if math.isclose(majority_accuracy, test_majority[1] / len(test_answers), abs_tol=1e-6):
+        return not_yet(f"you took the most common answer of the test split ({test_majority[0]!r}): choose it from the "
+                       "training split, as a model would have to, then score it on the test split.")
+    if all(math.isclose(majority_accuracy, 1 - a, abs_tol=1e-6) for a in accuracies.values()):
+        return not_yet("that is how often the majority answer is wrong; accuracy counts how often it is right.")
+    return not_yet(f"find the most common `official_answer` among the training rows of {category}, then the share of "
+                   f"its test rows that have that answer.")

@@ -1,0 +1,190 @@
+"""Checks for the exercises of notebook 03 (train LoRA).
+
+    from tutorial_kit.exercises import lora as exercises
+    exercises.check_lora_forward(lora_forward)
+"""
+from __future__ import annotations
+
+import functools
+import math
+import re
+
+import torch
+
+from tutorial_kit.exercises import PLACEHOLDER_HINT, correct, friendly, not_yet, unanswered
+
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def _skeleton(model):
+    """The model's architecture on PyTorch's `meta` device: its module names and shapes, no memory."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    with torch.device("meta"):
+        return type(base)(base.config)
+
+
+class _TwoLayers(torch.nn.Module):
+    """Two linear layers of different shapes, one with a bias, to adapt with peft."""
+
+    def __init__(self):
+        super().__init__()
+        self.q_proj = torch.nn.Linear(64, 48, bias=False)
+        self.linear_1 = torch.nn.Linear(40, 64, bias=True)
+
+
+def _adapted_layers(r: int, alpha: int):
+    """peft LoRA layers with random (non-zero) A and B, in eval mode: dropout off, outputs deterministic."""
+    from peft import LoraConfig
+
+    from helpers.lora import add_lora
+
+    torch.manual_seed(r)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.1, target_modules=["q_proj", "linear_1"],
+                        init_lora_weights=False)
+    adapted = add_lora(_TwoLayers(), config).eval()
+    return [adapted.base_model.model.q_proj, adapted.base_model.model.linear_1]
+
+
+ORDER_HINT = "x (rows x in) goes through A first (r x in, so x @ A.T), then B (out x r, so @ B.T)."
+
+
+def _lora_output(layer, x, scale):
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    return layer.base_layer(x) + scale * (x @ a.T @ b.T)
+
+
+@friendly
+def check_lora_forward(lora_forward) -> object:
+    """`lora_forward(layer, x)` -> what peft's LoRA layer outputs for `x` (in eval mode), from its weights."""
+    if unanswered(lora_forward):
+        return not_yet(PLACEHOLDER_HINT)
+    if not callable(lora_forward):
+        return not_yet("pass the function itself, `lora_forward`, without calling it.")
+    for r, alpha in ((4, 16), (8, 4)):
+        for layer in _adapted_layers(r, alpha):
+            x = torch.randn(3, layer.in_features, generator=torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                expected = layer(x)
+                try:
+                    got = lora_forward(layer, x)
+                except RuntimeError as error:
+                    if "cannot be multiplied" not in str(error):
+                        raise
+                    return not_yet(f"{error}. {ORDER_HINT}")
+                if got is None:
+                    return not_yet(PLACEHOLDER_HINT)
+                if not isinstance(got, torch.Tensor):
+                    return not_yet(f"return a tensor (the layer's output); you returned {type(got).__name__}.")
+                if got.shape != expected.shape:
+                    return not_yet(f"your output has shape {tuple(got.shape)}, the layer's {tuple(expected.shape)}: {ORDER_HINT}")
+                if torch.allclose(got, expected, atol=1e-5):
+                    continue
+                where = f"with r={r}, lora_alpha={alpha} (a {layer.out_features} x {layer.in_features} layer):"
+                mistakes = {
+                    1.0: "you left out the scale: the update B·A·x is multiplied by lora_alpha / r.",
+                    alpha: "you scaled by lora_alpha alone: divide it by r (lora_alpha / r).",
+                    r / alpha: "the scale is upside down: lora_alpha / r, not r / lora_alpha.",
+                    alpha / math.sqrt(r): "lora_alpha / sqrt(r) is rsLoRA's scale (use_rslora=True); here it is lora_alpha / r.",
+                    0.0: "that is the frozen layer alone: add the scaled LoRA update (lora_alpha / r) · B·A·x.",
+                }
+                for scale, hint in mistakes.items():
+                    if torch.allclose(got, _lora_output(layer, x, scale), atol=1e-5):
+                        return not_yet(f"{where} {hint}")
+                if torch.allclose(got, expected - layer.base_layer(x), atol=1e-5):
+                    return not_yet(f"{where} that is the update alone: add the frozen layer's own output W·x (+ bias).")
+                return not_yet(f"{where} your output differs from peft's by up to {(got - expected).abs().max():.3g}. "
+                               "It is base_layer(x) + lora_alpha / r · (x @ A.T @ B.T).")
+    return correct("the frozen layer's output plus lora_alpha / r times the low-rank update. The scale lets you "
+                   "change r without retuning the learning rate as much, and since B starts at zero the adapted "
+                   "model starts out exactly as the base model.")
+
+
+@friendly
+def check_attention_only_pattern(pattern, model=None) -> object:
+    """`pattern`: a regular expression that peft's `target_modules` turns into LoRA on the language model's
+    q/k/v/o attention projections, and on nothing else of `model`."""
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    if unanswered(pattern):
+        return not_yet(PLACEHOLDER_HINT)
+    if not isinstance(pattern, str):
+        return not_yet(f"give one regular expression as a string, e.g. r\".*language_model...\"; you gave a "
+                       f"{type(pattern).__name__}. (A list of bare names matches by suffix: it cannot tell the "
+                       "language model from the audio tower.)")
+    if model is None:
+        return not_yet("pass the model too: `exercises.check_attention_only_pattern(pattern, model)`.")
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        return not_yet(f"that is not a valid regular expression: {error}.")
+    config = LoraConfig(target_modules=pattern)
+    linear = [name for name, module in _skeleton(model).named_modules() if isinstance(module, torch.nn.Linear)]
+    matched = {name for name in linear if check_target_module_exists(config, name)}
+    wanted = {name for name in linear
+              if "language_model" in name and name.rsplit(".", 1)[-1] in ATTENTION_PROJECTIONS}
+    if not matched:
+        return not_yet(f"it matches no layer. peft matches the whole module name (re.fullmatch), e.g. "
+                       f"{sorted(wanted)[0]!r}: start the pattern with `.*`.")
+    extra, missing = sorted(matched - wanted), sorted(wanted - matched)
+    tower = [name for name in extra if "audio_tower" in name]
+    if tower:
+        return not_yet(f"it also adapts {len(tower)} layers of the frozen audio tower, e.g. {tower[0]!r}: "
+                       "require `language_model` in the name.")
+    mlp = [name for name in extra if ".mlp." in name]
+    if mlp:
+        return not_yet(f"it also adapts {len(mlp)} MLP layers, e.g. {mlp[0]!r}: list only q_proj, k_proj, v_proj "
+                       "and o_proj.")
+    if extra:
+        return not_yet(f"it also adapts {len(extra)} other layers, e.g. {extra[0]!r}.")
+    if missing:
+        return not_yet(f"it misses {len(missing)} of the {len(wanted)} attention projections, e.g. {missing[0]!r}.")
+    return correct(f"{len(wanted)} attention projections, nothing in the audio tower or the MLP. The LoRA paper "
+                   "adapted attention only; the QLoRA paper later found that adapting every linear layer, as this "
+                   "tutorial does, is what matches a full fine-tune.")
+
+
+@functools.cache
+def _trainer_steps_per_epoch(rows: int, micro_batch: int, accumulation: int) -> int:
+    """How many optimizer steps transformers' Trainer makes in one epoch of `rows` rows."""
+    import tempfile
+
+    from transformers import Trainer, TrainingArguments
+
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = TrainingArguments(output_dir=output_dir, per_device_train_batch_size=micro_batch,
+                                 gradient_accumulation_steps=accumulation, report_to="none", use_cpu=True)
+        trainer = Trainer(model=torch.nn.Linear(1, 1), args=args, train_dataset=[{"x": i} for i in range(rows)])
+        return trainer.set_initial_training_values(args, trainer.get_train_dataloader())[1]
+
+
+STEP_CASES = ((96, 8, 1), (900, 8, 2), (100, 4, 4), (45, 16, 1), (10, 4, 8))
+
+
+@friendly
+def check_optimizer_steps(optimizer_steps) -> object:
+    """`optimizer_steps(rows, micro_batch, accumulation)` -> the optimizer steps of one epoch, as Trainer counts them."""
+    if unanswered(optimizer_steps):
+        return not_yet(PLACEHOLDER_HINT)
+    if not callable(optimizer_steps):
+        return not_yet("pass the function itself, `optimizer_steps`, without calling it.")
+    for rows, micro_batch, accumulation in STEP_CASES:
+        expected = _trainer_steps_per_epoch(rows, micro_batch, accumulation)
+        got = optimizer_steps(rows, micro_batch, accumulation)
+        if got is None:
+            return not_yet(PLACEHOLDER_HINT)
+        if got == expected:
+            continue
+        where = (f"{rows} rows in micro-batches of {micro_batch}, {accumulation} per step: you return {got!r}, "
+                 f"Trainer makes {expected}.")
+        if got == rows // (micro_batch * accumulation) or got == (rows // micro_batch) // accumulation:
+            return not_yet(f"{where} The last, smaller batch still makes a step: round up, not down.")
+        if got == math.ceil(rows / micro_batch):
+            return not_yet(f"{where} That counts micro-batches; one optimizer step uses {accumulation} of them.")
+        if isinstance(got, float):
+            return not_yet(f"{where} A step count is a whole number: round up.")
+        return not_yet(where + " Count the micro-batches (the last may be smaller), then group them by the accumulation.")
+    return correct("ceil(rows / micro-batch) micro-batches, grouped by the accumulation, the last group possibly "
+                   "smaller. With several GPUs each takes its own micro-batches, so the effective batch is micro-batch "
+                   "x accumulation x processes. The step count sets the warm-up length and how often the run "
+                   "evaluates and saves.")

@@ -1,0 +1,143 @@
+"""Checks for the exercises of notebook 05 (merging and serving).
+
+They work on `small_lora_model()`, two linear layers named like Voxtral's attention projections
+with LoRA on both, so that no training run and no download is needed.
+
+    from tutorial_kit.exercises import pipeline as exercises
+    exercises.check_merge_by_hand(merge_by_hand)
+"""
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import torch
+
+from tutorial_kit.exercises import PLACEHOLDER_HINT, correct, friendly, not_yet, unanswered
+
+RANK, ALPHA = 4, 12  # a scale alpha/r of 3, not the tutorial's 32/8 = 4, so that a copied constant shows
+
+
+def small_lora_model(dtype: torch.dtype = torch.float32, seed: int = 0):
+    """A PEFT model over two linear layers (`q_proj` 512->512, `v_proj` 512->128) with LoRA
+    r=4, alpha=12 on both. `init_lora_weights=False` makes B random, as after training (a fresh
+    adapter starts with B = 0, and merging it would change nothing)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    layers = OrderedDict(q_proj=torch.nn.Linear(512, 512), v_proj=torch.nn.Linear(512, 128))
+    base = torch.nn.Sequential(layers).to(dtype)
+    config = LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    return get_peft_model(base, config)
+
+
+def _peft_merged_weights(model, names) -> dict[str, torch.Tensor]:
+    merged = copy.deepcopy(model).merge_and_unload()
+    return {name: merged.get_submodule(name).weight.detach().float() for name in names}
+
+
+def _lora_parts(layer):
+    base = layer.base_layer.weight.detach().float()
+    down = layer.lora_A["default"].weight.detach().float()
+    up = layer.lora_B["default"].weight.detach().float()
+    return base, down, up
+
+
+@friendly
+def check_merge_by_hand(merge_by_hand) -> object:
+    """`merge_by_hand(layer)` -> the merged weight W + (alpha / r) * B @ A of one LoRA layer."""
+    if not callable(merge_by_hand):
+        return not_yet("pass the function itself, `merge_by_hand`, without calling it.")
+    model = small_lora_model()
+    names = ("v_proj", "q_proj")  # the non-square one first: a transposed result shows in its shape
+    merged_by_peft = _peft_merged_weights(model, names)
+    for name in names:
+        layer = model.base_model.model.get_submodule(name)
+        untouched = [p.detach().clone() for p in layer.parameters()]
+        result = merge_by_hand(layer)
+        if unanswered(result):
+            return not_yet(PLACEHOLDER_HINT)
+        if not isinstance(result, torch.Tensor):
+            return not_yet(f"return a torch tensor (the merged weight); got {type(result).__name__}.")
+        if any(not torch.equal(before, after) for before, after in zip(untouched, layer.parameters())):
+            return not_yet("your function changed the layer's own weights; compute a new tensor and leave the layer as "
+                           "it was (`+` makes a new tensor, `+=` or `.add_` overwrite).")
+        expected = merged_by_peft[name]
+        base, down, up = _lora_parts(layer)
+        if tuple(result.shape) != tuple(expected.shape):
+            return not_yet(f"{name}: your weight has shape {tuple(result.shape)}, the layer's is {tuple(expected.shape)} "
+                           f"(out_features, in_features). B is {tuple(up.shape)} and A is {tuple(down.shape)}: "
+                           "B @ A has the weight's shape.")
+        result = result.detach().float()
+        if torch.allclose(result, expected, atol=1e-5):
+            continue
+        for scale, hint in ((1.0, "you left out the scale alpha / r: the update is (alpha / r) * B @ A."),
+                            (RANK / ALPHA, "the scale is alpha / r (here 12 / 4 = 3), not r / alpha."),
+                            (float(ALPHA), "the scale is alpha / r, not alpha alone."),
+                            (32 / 8, "you used the tutorial's 32 / 8; read r and alpha from this layer: "
+                                     "`layer.r['default']` and `layer.lora_alpha['default']` (or `layer.scaling`)."),
+                            (0.0, "that is the base weight alone: add the LoRA update (alpha / r) * B @ A.")):
+            if torch.allclose(result, base + scale * up @ down, atol=1e-5):
+                return not_yet(hint)
+        if expected.shape[0] == expected.shape[1] and torch.allclose(result, expected.T, atol=1e-5):
+            return not_yet("your weight is transposed: a Linear weight is (out_features, in_features), and so is B @ A.")
+        if torch.allclose(result, (ALPHA / RANK) * up @ down, atol=1e-5):
+            return not_yet("that is the update alone: add it to the base weight `layer.base_layer.weight`.")
+        difference = (result - expected).abs().max().item()
+        return not_yet(f"{name}: your weight differs from peft's merge by up to {difference:.3g}. "
+                       "Merged weight = W + (alpha / r) * B @ A, with W = layer.base_layer.weight, "
+                       "A = layer.lora_A['default'].weight, B = layer.lora_B['default'].weight.")
+    return correct("equal to peft's merge_and_unload on both layers. A merged layer is one ordinary matrix: "
+                   "the same answers, with no extra work per token.")
+
+
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+MB = 10**6
+
+
+@friendly
+def check_sizes_mb(sizes_mb) -> object:
+    """`sizes_mb(peft_model)` -> (adapter_mb, merged_mb): the saved adapter's and the merged model's size in MB."""
+    from peft import get_peft_model_state_dict
+
+    if not callable(sizes_mb):
+        return not_yet("pass the function itself, `sizes_mb`, without calling it.")
+    model = small_lora_model(torch.bfloat16)
+    result = sizes_mb(model)
+    if unanswered(result):
+        return not_yet(PLACEHOLDER_HINT)
+    if not isinstance(result, tuple | list) or len(result) != 2:
+        return not_yet(f"return two numbers (adapter_mb, merged_mb); got {result!r}.")
+    adapter_mb, merged_mb = (float(x) for x in result)
+    adapter_bytes = _bytes(get_peft_model_state_dict(model).values())
+    merged_bytes = _bytes(copy.deepcopy(model).merge_and_unload().parameters())
+    lora = [p for name, p in model.named_parameters() if "lora_" in name]
+    base = [p for name, p in model.named_parameters() if "lora_" not in name]
+
+    def near(value, expected):
+        return abs(value - expected) <= 1e-6 * max(expected, 1)
+
+    if near(adapter_mb, adapter_bytes / MB) and near(merged_mb, merged_bytes / MB):
+        return correct(f"the adapter is {adapter_mb:.3f} MB, {adapter_bytes / merged_bytes:.1%} of the merged model's "
+                       f"{merged_mb:.1f} MB: share the adapter, merge only where you serve.")
+    if near(adapter_mb, adapter_bytes / 2**20) or near(merged_mb, merged_bytes / 2**20):
+        return not_yet("use MB = 1,000,000 bytes; you divided by 2**20 (that is a MiB).")
+    if near(adapter_mb, 8 * adapter_bytes / MB) or near(merged_mb, 8 * merged_bytes / MB):
+        return not_yet("that counts bits; a byte is 8 bits, and `element_size()` already gives bytes.")
+    if near(adapter_mb, 2 * sum(p.numel() for p in lora) / MB):
+        return not_yet("the LoRA weights are float32 here (peft keeps adapters in float32 even on a bf16 model): "
+                       "read each parameter's own `element_size()` rather than assuming the model's dtype.")
+    if near(merged_mb, 4 * sum(p.numel() for p in base) / MB):
+        return not_yet("the base weights are bfloat16, 2 bytes each: read each parameter's `element_size()`.")
+    if near(merged_mb, _bytes(model.parameters()) / MB):
+        return not_yet("merging folds B @ A into W: the merged model has only the base parameters, no lora_A/lora_B.")
+    if near(adapter_mb, _bytes(model.parameters()) / MB):
+        return not_yet("the adapter holds only the LoRA weights (names containing 'lora_'), not the base model.")
+    if not near(adapter_mb, adapter_bytes / MB):
+        return not_yet(f"adapter: {adapter_mb:.4f} MB, expected {adapter_bytes / MB:.4f}. Sum numel() * element_size() "
+                       "over the parameters whose name contains 'lora_', then divide by 1,000,000.")
+    return not_yet(f"merged model: {merged_mb:.4f} MB, expected {merged_bytes / MB:.4f}. Sum numel() * element_size() "
+                   "over the parameters that are not LoRA's, then divide by 1,000,000.")
