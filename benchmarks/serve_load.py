@@ -8,10 +8,10 @@ merged with `merge_and_unload`), or, with no adapter trained, the tiny base mode
 same work whatever the weights). `--model` names another folder.
 
 For each setting (`transformers serve` as it starts by default, then with `--continuous-batching`) a server is
-started on 127.0.0.1 and a free port (`helpers.serving.start_server`), warmed up, timed on three requests one
+started on 127.0.0.1 and a free port (`tutorial_kit.serving.start_server`), warmed up, timed on three requests one
 after another, and then sent `--requests` requests of the test split's rows (several rows reused when there are
 more requests than rows), `--concurrency` at a time, from as many threads. Each request asks about one row, with
-the audio as bytes (`helpers.serving.question_messages`), greedy, and its answer is compared with the answer
+the audio as bytes (`tutorial_kit.serving.question_messages`), greedy, and its answer is compared with the answer
 `pipeline("any-to-any")` gives for the same row on the same model: a request whose answer belongs to another row
 (mixed up), that failed, or that never came back (lost) is counted. Rows are taken so that their expected answers
 differ as much as the model allows, and the report says how many distinct answers there were (a random tiny
@@ -104,7 +104,7 @@ def measure(folder: Path, profile, rows: list[dict], expected: list[str], order:
             continuous_batching: bool, request_timeout: float, deadline: float) -> dict:
     from openai import OpenAI
 
-    from helpers.serving import question_messages, start_server
+    from tutorial_kit.serving import question_messages, start_server
 
     started = time.perf_counter()
     server = start_server(folder, continuous_batching=continuous_batching)

@@ -158,7 +158,7 @@ def test_transformers_serve_takes_openai_audio_bytes_for_a_file_name(model_and_p
     `data:audio/wav;base64,...` URL (without `format`: the bare base64), and Voxtral's processor loads every audio
     URL with `load_audio_as`, which knows only http(s) URLs and files: the request fails with 400 "Error loading
     audio: File not found: data:audio/wav;base64,...". The same bytes as the processor's own base64 part work.
-    `helpers.serving.start_server` therefore runs `transformers serve` with that one conversion added
+    `tutorial_kit.serving.start_server` therefore runs `transformers serve` with that one conversion added
     (`accept_audio_bytes`); when this test fails, the server takes the bytes by itself and the conversion can go."""
     import base64
 

@@ -23,9 +23,12 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from helpers.profiles import cache_dir
-
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script (tools/rehearsal.py): the stand-ins are `tools.standin`
+    sys.path.insert(0, str(ROOT))
+
+from helpers.profiles import cache_dir  # noqa: E402
+
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 EXPECTED = ROOT / "tests" / "expected" / "full_profile_small_standin.json"
 CHECK_TAG = "nbval-check-output"  # the cell tag nbval compares outputs for

@@ -119,7 +119,8 @@ def setup(source: str, gpu: bool | None = None) -> bool:
     torch_version = _installed("torch")
     before = _imported_distribution_versions()
 
-    requirement = f"{DISTRIBUTION}[{'demo,gpu' if gpu else 'demo'}] @ {source}"
+    # demo: the microphone app; serve: notebook 05's OpenAI-compatible server and client; gpu: 4-bit loading.
+    requirement = f"{DISTRIBUTION}[{'demo,serve,gpu' if gpu else 'demo,serve'}] @ {source}"
     packages = [requirement]
     lock = lock_location(source)
     pins = read_pins(lock)

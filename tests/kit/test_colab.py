@@ -88,7 +88,7 @@ def test_setup_on_a_gpu_runtime_keeps_torch_and_adds_bitsandbytes(recorded, pins
     restart = colab.setup("git+https://example.org/fork@main", gpu=True)
     pip = recorded[0]
     assert pip[:4] == [sys.executable, "-m", "pip", "install"]
-    assert "voxtral-tutorial-helpers[demo,gpu] @ git+https://example.org/fork@main" in pip
+    assert "voxtral-tutorial-helpers[demo,serve,gpu] @ git+https://example.org/fork@main" in pip
     assert "torchcodec==0.9.*" in pip
     # The tested versions of the tutorial's libraries; Colab's torch builds never reinstalled.
     assert ("<constraints: transformers==5.25.0\npeft==0.21.2\nbitsandbytes==0.50.2\n"

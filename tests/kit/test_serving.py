@@ -1,4 +1,4 @@
-"""helpers.serving: the requests (audio bytes -> OpenAI content part), the conversion that lets `transformers serve`
+"""tutorial_kit.serving: the requests (audio bytes -> OpenAI content part), the conversion that lets `transformers serve`
 take them, the server's lifecycle (free port, readiness, a dead or silent server reported with its log, stopping
 every process it started), and, in the extended tests, a real `transformers serve` on the tiny model: its answers
 are the pipeline's, and bad audio in one request is refused with a readable 400 while the others are answered."""
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import serving
+from tutorial_kit import serving
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def alive(pid: int) -> bool:
@@ -193,7 +193,7 @@ def test_the_server_stops_by_itself_when_the_process_that_started_it_is_killed(t
     pid_file = tmp_path / "server.pid"
     parent = subprocess.Popen(python(f"""
         import subprocess, sys, time
-        subprocess.Popen([sys.executable, "-c", "import os, time; from helpers.serving import _stop_with_parent; "
+        subprocess.Popen([sys.executable, "-c", "import os, time; from tutorial_kit.serving import _stop_with_parent; "
                           "_stop_with_parent(os.getppid()); open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
                           "time.sleep(120)"])
         time.sleep(120)

@@ -11,7 +11,7 @@ Notebook 05 starts the merged model's server with `start_server`, asks it with t
 The audio travels as a client on another machine must send it: the file's bytes, base64 in OpenAI's
 `input_audio` content part (`audio_part`). transformers 5.25's server cannot pass those bytes on to Voxtral's
 processor (`accept_audio_bytes` says why), so the server is `transformers serve` started through this module
-(`python -m helpers.serving serve MODEL ...`), which adds that one conversion and nothing else.
+(`python -m tutorial_kit.serving serve MODEL ...`), which adds that one conversion and nothing else.
 """
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ class Server:
 
     @property
     def serve_command(self) -> str:
-        """The `transformers serve ...` command line it runs (through `python -m helpers.serving`)."""
+        """The `transformers serve ...` command line it runs (through `python -m tutorial_kit.serving`)."""
         arguments = self.command[self.command.index("serve"):] if "serve" in self.command else self.command
         return "transformers " + " ".join(arguments)
 
@@ -281,7 +281,7 @@ def _stop_with_parent(parent: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m helpers.serving [--stop-with-parent PID] serve MODEL [transformers serve's options]`:
+    """`python -m tutorial_kit.serving [--stop-with-parent PID] serve MODEL [transformers serve's options]`:
     `transformers serve` with `accept_audio_bytes` applied; with `--stop-with-parent`, it stops once process PID,
     which started it, is gone."""
     arguments = list(sys.argv[1:] if argv is None else argv)
