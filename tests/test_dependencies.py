@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.lock import COLAB_PINNED, EXTRAS, normalise
-from tools.setup_env import read_lock
+from tools.lock import COLAB_PINNED, EXTRAS
+from tools.setup_env import normalise, read_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

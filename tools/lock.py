@@ -33,6 +33,7 @@ from tools.setup_env import (  # noqa: E402
     LOCK_PLATFORM,
     cpu_index_reachable,
     local_cpu_torch_folders,
+    normalise,
     read_lock,
 )
 
@@ -139,10 +140,6 @@ def raise_floors(pins: dict[str, str]) -> list[str]:
             text = text.replace(f'"{requirement}"', f'"{updated}"')
     path.write_text(text)
     return changes
-
-
-def normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def moved(before: dict[str, str], after: dict[str, str]) -> list[str]:

@@ -113,13 +113,23 @@ def local_cpu_torch_folders(torch_version):
     return folders
 
 
+def normalise(name):
+    """A package's name as the registries compare it: `Mistral_Common` and `mistral-common` are one package."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_text(path):
+    with open(path) as handle:
+        return handle.read()
+
+
 def read_lock(text):
     """{normalised name: version} from a requirements text of `name==version` lines."""
     pins = {}
     for line in text.splitlines():
         match = re.match(r"^([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^\s;#]+)", line.strip())
         if match:
-            pins[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(3)
+            pins[normalise(match.group(1))] = match.group(3)
     return pins
 
 
@@ -146,7 +156,7 @@ def choose_plan(gpu=None, reachable=None, local_folders=None):
         why = "VOXTRAL_LOCK=cuda" if chosen else "an NVIDIA GPU answers"
         return Plan(cuda_lock, "{}: installing {} (torch's CUDA build, bitsandbytes).".format(why, cuda_lock))
     cpu_lock = os.path.join(LOCK_DIRECTORY, "cpu.txt")
-    torch_version = read_lock(open(os.path.join(ROOT, cpu_lock)).read())["torch"]
+    torch_version = read_lock(read_text(os.path.join(ROOT, cpu_lock)))["torch"]
     if reachable if reachable is not None else cpu_index_reachable():
         return Plan(cpu_lock, "No NVIDIA GPU: installing {} with torch {} from PyTorch's CPU index.".format(
             cpu_lock, torch_version), ["--index-url", CPU_INDEX])
@@ -173,7 +183,7 @@ def install_commands(plan, venv, installer="uv", dry_run=False):
     """The commands that bring `venv` to the lock, in order (each a list of arguments)."""
     python = os.path.join(venv, "bin", "python")
     lock = os.path.join(ROOT, plan.lock)
-    pins = read_lock(open(lock).read())
+    pins = read_lock(read_text(lock))
     dry = ["--dry-run"] if dry_run else []
     torch_first = None
     if plan.torch_source:
@@ -233,7 +243,7 @@ def main(argv=None):
         sys.exit("VOXTRAL_INSTALLER is {!r}: use uv or pip.".format(installer))
     stamp = os.path.join(args.venv, STAMP)
     wanted = fingerprint(plan, [sys.version_info[:2], installer])
-    if not args.dry_run and os.path.exists(stamp) and open(stamp).read().strip() == wanted:
+    if not args.dry_run and os.path.exists(stamp) and read_text(stamp).strip() == wanted:
         print("{} is up to date with {} (nothing to install).".format(os.path.relpath(args.venv, ROOT), plan.lock))
         return 0
 
