@@ -57,7 +57,8 @@ def train_route(profile, processor_and_model, train_rows, steps: int, workers: i
     model = add_lora(freeze_audio_tower(model), lora_config(lora_dropout=0.0))
     clock = StepClock()
     trainer = make_trainer(model, processor, profile, train_rows, output_dir=output_dir, callbacks=[clock],
-                           precompute=False, max_steps=steps, save_strategy="no", logging_steps=1, disable_tqdm=True,
+                           precompute=False, cache_tower_output=False, max_steps=steps, save_strategy="no",
+                           logging_steps=1, disable_tqdm=True,
                            dataloader_num_workers=workers)
     start = time.perf_counter()
     result = trainer.train()

@@ -397,7 +397,7 @@ def t4_route(run: PartRun) -> None:
     started = time.perf_counter()
     trainer = make_trainer(model, processor, profile, Dataset.from_list(train_rows), Dataset.from_list(eval_rows),
                            output_dir=run.workdir / "run")
-    features_s = time.perf_counter() - started
+    tower_pass_s = time.perf_counter() - started  # make_trainer runs the frozen tower once per row
     started = time.perf_counter()
     result = train(trainer)
     run.synchronize()
@@ -414,7 +414,7 @@ def t4_route(run: PartRun) -> None:
              ran_with={"micro_batch": args.per_device_train_batch_size, "accumulation": args.gradient_accumulation_steps,
                        "activation_checkpointing": bool(args.activation_checkpointing), "fp16": args.fp16, "bf16": args.bf16},
              steps=steps, rows=len(train_rows), clips_over_30_s=sum(len(r["audio"]["array"]) > 30 * 16000 for r in train_rows),
-             features_seconds=features_s, seconds=seconds, seconds_per_step=seconds / max(1, steps),
+             tower_pass_seconds=tower_pass_s, seconds=seconds, seconds_per_step=seconds / max(1, steps),
              samples_per_s=result.metrics.get("train_samples_per_second"), losses=losses, eval_losses=eval_losses,
              trainable_parameters=trainable_parameters(model)[0], **memory)
     run.check("training losses finite", bool(losses) and all(math.isfinite(x) for x in losses + eval_losses), str(losses))
@@ -614,6 +614,74 @@ def bf16_evaluation(run: PartRun) -> None:
                  ratio=f"{result['ratio']:.2f}x", same_predictions=f"{result['same_predictions']} of {result['rows']}")
 
 
+TOWER_ONCE_SIZES = {"gpu": {"rows": 32, "steps": 3}, "dry": {"rows": 8, "steps": 2}}
+
+
+def tower_once(run: PartRun) -> None:
+    """bf16 at full size: training with the frozen audio tower run once per row (`helpers.frozen_tower`,
+    the default) against the tower run in every step: the one pass, s/step and samples/s each, the
+    losses side by side. The same LoRA start for both (restored between the routes)."""
+    import torch
+    from datasets import Dataset
+    from transformers import set_seed
+
+    from helpers.hardware import training_plan
+    from helpers.lora import add_lora, freeze_audio_tower, lora_config
+    from helpers.profiles import get_profile
+    from helpers.training import make_trainer
+
+    sizes = TOWER_ONCE_SIZES["dry" if run.dry_run else "gpu"]
+    if run.dry_run:
+        dtype = torch.float32
+        run.substitute("float32 instead of bfloat16 (CPU)")
+        run.substitute("tiny config instead of VoxtralConfig() (random weights either way)")
+    else:
+        dtype = torch.bfloat16
+    started = time.perf_counter()
+    processor = random_processor(run, run.workdir / "processor")
+    set_seed(42)
+    model = add_lora(freeze_audio_tower(random_model(run, dtype)), lora_config(lora_dropout=0.0))
+    start = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    run.synchronize()
+    run.step("build", seconds=time.perf_counter() - started, dtype=str(dtype).removeprefix("torch."))
+    profile = get_profile("full")
+    plan = training_plan(profile)
+    rows = Dataset.from_list(synthetic_rows(sizes["rows"], seed=4, long_every=8))
+    measured = {}
+    for route, cache in (("every_step", False), ("once", True)):
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name in start:
+                    parameter.copy_(start[name])
+        run.reset_peak()
+        started = time.perf_counter()
+        trainer = make_trainer(model, processor, profile, rows, output_dir=run.workdir / route, precompute=False,
+                               cache_tower_output=cache, max_steps=sizes["steps"], per_device_train_batch_size=plan.micro_batch,
+                               gradient_accumulation_steps=1, save_strategy="no", logging_steps=1, disable_tqdm=True)
+        run.synchronize()
+        prepared = time.perf_counter() - started
+        started = time.perf_counter()
+        result = trainer.train()
+        run.synchronize()
+        seconds = time.perf_counter() - started
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        measured[route] = run.step(route, preparing_seconds=prepared, train_seconds=seconds,
+                                   seconds_per_step=seconds / max(1, trainer.state.global_step),
+                                   samples_per_s=result.metrics.get("train_samples_per_second"), losses=losses,
+                                   micro_batch=plan.micro_batch, **run.memory())
+        del trainer
+        run.free()
+    before, after = measured["every_step"], measured["once"]
+    difference = max(abs(a - b) for a, b in zip(before["losses"], after["losses"]))
+    run.step("compare", largest_loss_difference=difference,
+             step_speedup=before["seconds_per_step"] / after["seconds_per_step"])
+    run.check("the same losses either way", difference <= 0.02 * max(before["losses"]) and len(before["losses"]) == len(
+        after["losses"]), f"{before['losses']} / {after['losses']}")
+    run.headline(every_step=f"{before['seconds_per_step']:.2f} s/step", once=f"{after['seconds_per_step']:.2f} s/step "
+                 f"after a {after['preparing_seconds']:.1f}-s pass over {sizes['rows']} rows",
+                 speedup=f"{before['seconds_per_step'] / after['seconds_per_step']:.2f}x per step")
+
+
 # -- the parts, in order of value ---------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -627,11 +695,13 @@ class Part:
 
 PARTS = (
     Part("t4_route", "the T4 route: fp16, 4-bit (tower, projector, lm_head kept out), 15 GiB; load, train with "
-                     "the T4 plan, evaluate, merge into fp16 (notebook 05), peak GPU memory", 240, 120, t4_route),
+                     "the T4 plan, evaluate, merge into fp16 (notebook 05), peak GPU memory", 220, 120, t4_route),
     Part("bf16_train_step", "bf16 at full size: training step, published (2 x 8) against tuned (16 x 1) and this "
-                            "card's plan, samples/s, peak memory, MFU", 120, 120, bf16_train_step),
+                            "card's plan, samples/s, peak memory, MFU", 110, 120, bf16_train_step),
     Part("bf16_evaluation", "bf16 at full size: evaluation one row at a time against batched, rows/s, MFU",
-         90, 120, bf16_evaluation),
+         80, 120, bf16_evaluation),
+    Part("tower_once", "bf16 at full size: training with the frozen audio tower once per row against every step, "
+                       "the one pass, s/step, losses", 60, 90, tower_once),
 )
 PARTS_BY_NAME = {part.name: part for part in PARTS}
 

@@ -27,6 +27,8 @@ IGNORE_INDEX = -100
 # How the features computed once are stored: float16 halves the disk (0.77 MB instead of 1.5 MB
 # per 30 s of audio) and changes the loss by a few parts in a million (tests/test_feature_routes.py).
 FEATURE_DTYPES = ("float32", "float16")
+# The frozen audio tower's output, computed once per row (helpers.frozen_tower); it replaces the features.
+TOWER_OUTPUT = "audio_tower_output"
 
 
 class VoxtralAudioCollator:
@@ -35,7 +37,8 @@ class VoxtralAudioCollator:
     A row's instruction, read after its audio, is `helpers.tasks.row_instruction(row)`.
 
     Called with a list of rows it returns `input_ids`, `attention_mask`, `labels` and
-    `input_features` for training: prompt + answer + eos, labels -100 on prompt and padding.
+    `input_features` for training (`audio_tower_output` instead where the rows carry the tower's
+    stored output): prompt + answer + eos, labels -100 on prompt and padding.
     `prompts(rows)` returns left-padded prompts for generation. Padding side defaults to right
     for training (positions then match the unpadded row) and is always left for generation.
     """
@@ -80,10 +83,17 @@ class VoxtralAudioCollator:
         return out["input_features"].reshape(extractor.feature_size, -1, extractor.nb_max_frames).transpose(0, 1)
 
     def row_features(self, row: dict, position: int) -> torch.Tensor:
-        """A row's features: precomputed ones (see `precompute_features`) or computed from its audio."""
+        """A row's features: the tower's stored output (see `helpers.frozen_tower`), precomputed
+        log-mel features (see `precompute_features`) or log-mel features computed from its audio."""
         if not isinstance(row, dict):
             raise ValueError(f"batch row {position}: expected a dict with 'audio', got {type(row).__name__}.")
         name = row_id(row, position)
+        if row.get(TOWER_OUTPUT) is not None:
+            output = torch.as_tensor(np.asarray(row[TOWER_OUTPUT], dtype=np.float32))
+            if output.ndim != 3 or output.shape[0] == 0:
+                raise ValueError(f"{sample_name(index=name)}: {TOWER_OUTPUT} has shape {tuple(output.shape)}; "
+                                 "expected (chunks, positions, hidden size).")
+            return output
         if row.get("input_features") is not None:
             features = torch.as_tensor(np.asarray(row["input_features"], dtype=np.float32))
             expected = (self.processor.feature_extractor.feature_size, self.processor.feature_extractor.nb_max_frames)
@@ -106,6 +116,11 @@ class VoxtralAudioCollator:
         if not rows:
             raise ValueError("Cannot collate an empty batch.")
         side = padding_side or self.padding_side
+        stored = [isinstance(row, dict) and row.get(TOWER_OUTPUT) is not None for row in rows]
+        if any(stored) and not all(stored):
+            without = [row_id(row, i) for i, (row, has) in enumerate(zip(rows, stored)) if not has]
+            raise ValueError(f"Some rows of this batch carry {TOWER_OUTPUT} and some do not (without: "
+                             f"{', '.join(f'sample {name}' for name in without)}): cache the tower for every split.")
         features, sequences, labels = [], [], []
         for position, row in enumerate(rows):
             row_features = self.row_features(row, position)
@@ -120,7 +135,8 @@ class VoxtralAudioCollator:
         batch = {
             "input_ids": self._pad(sequences, self.pad_id, side),
             "attention_mask": self._pad([[1] * len(s) for s in sequences], 0, side),
-            "input_features": torch.cat(features).to(self.dtype) if self.dtype else torch.cat(features),
+            TOWER_OUTPUT if all(stored) else "input_features":
+                torch.cat(features).to(self.dtype) if self.dtype else torch.cat(features),
         }
         if with_answers:
             batch["labels"] = self._pad(labels, IGNORE_INDEX, side)

@@ -24,10 +24,15 @@ def quiet_peft_warnings():
         yield
 
 
+def audio_tower_holder(model):
+    """The module whose `audio_tower` is the encoder, wherever PEFT wrapping put it (`model.model` in transformers 5)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.model
+
+
 def audio_tower(model):
     """The audio encoder, wherever PEFT wrapping put it (`model.model.audio_tower` in transformers 5)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.model.audio_tower
+    return audio_tower_holder(model).audio_tower
 
 
 def _no_gradient_out_of_the_tower(module, inputs, output):

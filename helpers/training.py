@@ -15,7 +15,8 @@ import os
 import torch
 from transformers import Trainer, TrainerCallback
 
-from helpers.collator import IGNORE_INDEX, VoxtralAudioCollator, precompute_features
+from helpers.collator import IGNORE_INDEX, TOWER_OUTPUT, VoxtralAudioCollator, precompute_features
+from helpers.frozen_tower import cache_tower_outputs, tower_output_given
 from helpers.hardware import pick_dtype, training_plan
 from helpers.loading import LOGIN_ADVICE, hub_token, model_dtype
 from helpers.profiles import SEED, Profile
@@ -70,7 +71,12 @@ class AnswerLossTrainer(Trainer):
         labels = inputs.pop("labels")
         targets = labels[:, 1:]  # position t predicts token t + 1
         keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().flatten()
-        outputs = model(**inputs, logits_to_keep=keep)
+        if TOWER_OUTPUT in inputs:  # the frozen tower's output, computed once per row (helpers.frozen_tower)
+            inputs["input_features"] = inputs.pop(TOWER_OUTPUT)
+            with tower_output_given(self.accelerator.unwrap_model(model)):
+                outputs = model(**inputs, logits_to_keep=keep)
+        else:
+            outputs = model(**inputs, logits_to_keep=keep)
         logits = outputs.logits.float()
         chosen = targets[:, keep].to(logits.device)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), chosen.reshape(-1),
@@ -133,14 +139,19 @@ def training_arguments(profile: Profile, output_dir: str | os.PathLike, push_to_
 
 
 def make_trainer(model, processor, profile: Profile, train_dataset, eval_dataset=None, output_dir="outputs/lora",
-                 callbacks=None, precompute: bool = True, **overrides):
+                 callbacks=None, precompute: bool = True, cache_tower_output: bool = True, **overrides):
     """A `transformers.Trainer` wired with our collator and the profile's training arguments; its loss
     computes the output head only where the answer is learned (`helpers.training.AnswerLossTrainer`).
 
-    With `precompute` (default) the audio features are computed once, before the first epoch,
-    instead of in every batch of every epoch.
+    With `cache_tower_output` (default) the frozen audio tower runs once per row, before the first
+    epoch, and every epoch and evaluation pass reuses its output (`helpers.frozen_tower`). Without
+    it, `precompute` (default) computes the log-mel features once, and the tower runs in every step.
     """
-    if precompute:
+    if cache_tower_output:
+        train_dataset, eval_dataset = (
+            split if split is None or TOWER_OUTPUT in split.column_names else cache_tower_outputs(split, model, processor)
+            for split in (train_dataset, eval_dataset))
+    elif precompute:
         train_dataset = precompute_features(train_dataset, processor)
         if eval_dataset is not None:
             eval_dataset = precompute_features(eval_dataset, processor)

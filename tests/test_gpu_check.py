@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ["t4_route", "bf16_train_step", "bf16_evaluation"]
+PARTS = ["t4_route", "bf16_train_step", "bf16_evaluation", "tower_once"]
 
 
 def gpu_check(tmp_path, *arguments, env=None, wait=True):
@@ -53,7 +53,7 @@ def test_dry_run_runs_every_part_and_records_what_it_substituted(tmp_path):
         skipped = {name: step for name, step in record["steps"].items() if step.get("status") == "skipped"}
         assert all("no CUDA GPU" in step["reason"] for step in skipped.values()), skipped
 
-    t4, train, evaluation = (r["steps"] for r in report["parts"])
+    t4, train, evaluation, tower = (r["steps"] for r in report["parts"])
     # The 4-bit load is skipped with its reason, not faked; the learner's loader then loads float32.
     assert len(report["parts"][0]["checks"]) >= 3  # loss finite, planned steps, merged unquantized, no LoRA left
     assert t4["load_4bit"]["status"] == "skipped" and "bitsandbytes" in t4["load_4bit"]["reason"]
@@ -71,6 +71,10 @@ def test_dry_run_runs_every_part_and_records_what_it_substituted(tmp_path):
     assert compare["rows"] == 8 and compare["baseline"] > 0 and compare["ours"] > 0
     assert compare["same_predictions"] == 8  # float32: one at a time and batched agree
     assert compare["batched"]["model_tflops"] > 0 and compare["batched"]["mfu"] is None  # no GPU peak on a CPU
+    # The tower once per row: both routes trained the same steps from the same start, to the same losses.
+    assert len(tower["every_step"]["losses"]) == len(tower["once"]["losses"]) == 2
+    assert tower["once"]["preparing_seconds"] > 0 and tower["compare"]["step_speedup"] > 0
+    assert tower["compare"]["largest_loss_difference"] <= 1e-5  # float32 on the CPU
 
     table = (tmp_path / "check.md").read_text()
     for part in PARTS:

@@ -30,7 +30,8 @@ class Recorder(TrainerCallback):
         self.steps.append(state.global_step + 1)
 
 
-def tiny_trainer(profile, rows, output_dir, seed=0, lora_dropout=None, **overrides):
+def tiny_trainer(profile, rows, output_dir, seed=0, lora_dropout=None, eval_rows=None, cache_tower_output=True,
+                 **overrides):
     torch.manual_seed(seed)
     model, processor = load_model_and_processor(profile)
     config = lora_config() if lora_dropout is None else lora_config(lora_dropout=lora_dropout)
@@ -39,8 +40,8 @@ def tiny_trainer(profile, rows, output_dir, seed=0, lora_dropout=None, **overrid
     settings = dict(max_steps=4, save_steps=1, logging_steps=1, disable_tqdm=True,
                     per_device_train_batch_size=2, gradient_accumulation_steps=2)
     settings.update(overrides)
-    trainer = make_trainer(model, processor, profile, rows, output_dir=output_dir, callbacks=[recorder],
-                           precompute=False, **settings)
+    trainer = make_trainer(model, processor, profile, rows, eval_rows, output_dir=output_dir, callbacks=[recorder],
+                           precompute=False, cache_tower_output=cache_tower_output, **settings)
     return trainer, recorder
 
 

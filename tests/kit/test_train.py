@@ -113,9 +113,17 @@ TRAINED = ["--profile", "tiny", "--max-steps", "4"]
 
 @pytest.fixture(scope="module")
 def cached_run(tmp_path_factory) -> Path:
-    """The command with its defaults (features cached in float32), 4 steps."""
+    """The command with its defaults (the frozen tower's output computed once per row), 4 steps."""
     output_dir = tmp_path_factory.mktemp("cli")
     assert train_command.main([*TRAINED, "--output-dir", str(output_dir)]) == 0
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def log_mel_run(tmp_path_factory) -> Path:
+    """The command with log-mel features stored in float32 and the tower run in every step, 4 steps."""
+    output_dir = tmp_path_factory.mktemp("cli-log-mel")
+    assert train_command.main([*TRAINED, "--features", "cached", "--output-dir", str(output_dir)]) == 0
     return output_dir
 
 
@@ -133,18 +141,28 @@ def test_the_command_trains_notebook_03s_adapter(cached_run, tmp_path):
 
 
 @pytest.mark.extended  # two training runs: about a minute on 2 cores
-def test_streaming_features_train_the_same_adapter(cached_run, tmp_path):
+def test_the_tower_once_per_row_trains_the_adapter_of_the_tower_every_step(cached_run, log_mel_run):
+    ours, theirs = adapter_tensors(cached_run / "adapter"), adapter_tensors(log_mel_run / "adapter")
+    assert ours.keys() == theirs.keys()
+    for name in theirs:
+        assert (ours[name] - theirs[name]).abs().max() <= 1e-6, name
+    summary = json.loads((cached_run / "training_run.json").read_text())
+    assert summary["features"] == "tower"
+
+
+@pytest.mark.extended  # two training runs: about a minute on 2 cores
+def test_streaming_features_train_the_same_adapter(log_mel_run, tmp_path):
     # Features computed in a DataLoader worker while training are the cached ones, bit for bit.
     assert train_command.main([*TRAINED, "--features", "streaming", "--workers", "1", "--output-dir", str(tmp_path)]) == 0
-    ours, theirs = adapter_tensors(tmp_path / "adapter"), adapter_tensors(cached_run / "adapter")
+    ours, theirs = adapter_tensors(tmp_path / "adapter"), adapter_tensors(log_mel_run / "adapter")
     for name in theirs:
         assert torch.equal(ours[name], theirs[name]), name
 
 
 @pytest.mark.extended  # two training runs: about a minute on 2 cores
-def test_float16_features_train_with_nearly_the_same_loss(cached_run, tmp_path):
+def test_float16_features_train_with_nearly_the_same_loss(log_mel_run, tmp_path):
     assert train_command.main([*TRAINED, "--features", "float16", "--output-dir", str(tmp_path)]) == 0
-    ours, theirs = logged(tmp_path / "checkpoints", "loss"), logged(cached_run / "checkpoints", "loss")
+    ours, theirs = logged(tmp_path / "checkpoints", "loss"), logged(log_mel_run / "checkpoints", "loss")
     assert ours == pytest.approx(theirs, rel=1e-3)
 
 
