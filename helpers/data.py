@@ -39,8 +39,8 @@ def load_dataset_for_profile(profile: Profile):
         raise ValueError(
             f"The dataset {profile.dataset_id!r} has no {', '.join(map(repr, missing))} column (its columns: "
             f"{', '.join(map(repr, dataset.column_names))}); Big Bench Audio's are {', '.join(RECIPE_COLUMNS)}. "
-            "To train on data with other columns, name them: python -m tutorial_kit.train --dataset ... --audio-column ... "
-            "--answer-column ... --question-column (or --category-column) ..."
+            "To train on data with other columns, name them: python -m tutorial_kit.train --dataset ... "
+            "--answer-column ... --question-column (or --category-column) ... (and --audio-column ... for a Hub dataset)"
         )
     return dataset.cast_column("audio", Audio())
 

@@ -179,3 +179,41 @@ def test_transformers_serve_takes_openai_audio_bytes_for_a_file_name(model_and_p
             processor.apply_chat_template(parts, add_generation_prompt=True, tokenize=True, return_dict=True)
     as_base64 = [{"role": "user", "content": [{"type": "audio", "base64": data}, {"type": "text", "text": "What?"}]}]
     assert "input_features" in processor.apply_chat_template(as_base64, tokenize=True, return_dict=True)
+
+
+def _audiofolder(folder, metadata_name: str, text: str):
+    import numpy as np
+    import soundfile as sf
+    from datasets import Audio, load_dataset
+
+    (folder / "clips").mkdir(exist_ok=True)
+    sf.write(folder / "clips" / "0.wav", np.zeros(1600, np.float32), 16000)
+    sf.write(folder / "clips" / "1.wav", np.zeros(1600, np.float32), 16000)
+    (folder / metadata_name).write_text(text)
+    found = load_dataset("audiofolder", data_dir=str(folder), split="train")
+    return found.cast_column("audio", Audio(decode=False))
+
+
+def test_audiofolder_cannot_read_a_jsonl_column_of_text_and_numbers(tmp_path):
+    """pyarrow reads each JSONL column as one type, so answers "Yes" and 7 stop audiofolder with
+    "changed from string to number"; tutorial_kit.own_data names the rows first, with the fix."""
+    import pyarrow
+
+    with pytest.raises(pyarrow.ArrowInvalid, match="changed from string to number"):
+        _audiofolder(tmp_path, "metadata.jsonl", '{"file_name": "clips/0.wav", "answer": "Yes"}\n'
+                                                  '{"file_name": "clips/1.wav", "answer": 7}\n')
+
+
+def test_audiofolder_keeps_rows_whose_file_is_missing_and_skips_files_without_a_row(tmp_path):
+    """A metadata row naming a file that is not there still becomes a row (it fails only when decoded), and a
+    clip the metadata does not name is left out without a word: tutorial_kit.own_data checks every file first."""
+    found = _audiofolder(tmp_path, "metadata.csv", "file_name,answer\nclips/0.wav,a\nclips/missing.wav,b\n")
+    assert [clip["path"] for clip in found["audio"]] == [str(tmp_path / "clips" / "0.wav"),
+                                                         str(tmp_path / "clips" / "missing.wav")]
+
+
+def test_audiofolder_cannot_read_an_absolute_file_name(tmp_path):
+    from datasets.exceptions import DatasetGenerationError
+
+    with pytest.raises(DatasetGenerationError):
+        _audiofolder(tmp_path, "metadata.csv", f"file_name,answer\n{tmp_path / 'clips' / '0.wav'},a\n")

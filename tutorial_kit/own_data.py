@@ -1,15 +1,19 @@
 """Train on your own recordings: a folder of audio files and a CSV or JSONL file that describes them.
 
     my_clips/
-      metadata.csv          file,prompt,label
+      metadata.csv          file_name,prompt,label
       clips/0001.wav        clips/0001.wav,Which animal do you hear?,dog
       clips/0002.mp3        ...
 
-    python -m tutorial_kit.train --dataset my_clips --audio-column file --question-column prompt --answer-column label
+    python -m tutorial_kit.train --dataset my_clips --question-column prompt --answer-column label
+
+This is the layout of `datasets`' `audiofolder` builder, which finds and reads the clips: the
+metadata file is `metadata.csv` or `metadata.jsonl`, and its `file_name` column gives each clip's
+path relative to the metadata file's folder. The same folder can be pushed to the Hub as a dataset.
 
 Each row becomes a training example in the recipe's columns:
 
-* `audio`: the clip (any format ffmpeg decodes; a path relative to the metadata file's folder, or absolute),
+* `audio`: the clip (any format ffmpeg decodes),
 * `official_answer`: what the model should answer,
 * the instruction the model reads after the audio: `question`, a free text question or instruction
   for that clip (`--question-column`), or `category` (`--category-column`), one of Big Bench
@@ -17,9 +21,8 @@ Each row becomes a training example in the recipe's columns:
   With neither, every clip gets the generic instruction (`helpers.tasks.GENERIC_INSTRUCTION`),
 * `id`: the audio file's name as the metadata writes it, so that errors name the file.
 
-The metadata file is `metadata.csv` or `metadata.jsonl` in the folder, or the folder's only
-`.csv` / `.jsonl` file. A Hub dataset id (or a folder that `datasets.load_dataset` reads) with
-other column names works too; its audio column must then be an `Audio` column.
+A Hub dataset id (or a folder of Parquet files that `datasets.load_dataset` reads) with other
+column names works too; its audio column (`--audio-column`) must then be an `Audio` column.
 
 Every row is checked before any training starts; problems are reported together, each with its
 line in the metadata file (or its row number) and what is wrong.
@@ -38,8 +41,9 @@ from pathlib import Path
 from helpers.profiles import SEED
 from helpers.tasks import GENERIC_INSTRUCTION, answer_text
 
-METADATA_NAMES = ("metadata.csv", "metadata.jsonl")
+METADATA_NAMES = ("metadata.csv", "metadata.jsonl")  # the names audiofolder reads
 METADATA_SUFFIXES = (".csv", ".jsonl")
+FILE_COLUMN = "file_name"  # how audiofolder links a metadata row to its clip
 SPLIT_SEED = SEED
 DEFAULT_TEST_FRACTION = 0.1
 # When a column option is left out, the first of these that the metadata has is used.
@@ -65,19 +69,20 @@ class Columns:
 
 
 def find_metadata(folder) -> Path:
-    """The folder's metadata file: `metadata.csv` / `metadata.jsonl`, else its only .csv or .jsonl file."""
+    """The folder's `metadata.csv` or `metadata.jsonl`, the names `datasets`' audiofolder reads."""
     folder = Path(folder)
-    for name in METADATA_NAMES:
-        if (folder / name).is_file():
-            return folder / name
-    candidates = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in METADATA_SUFFIXES)
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise FileNotFoundError(f"'{folder}' has no metadata file: put a metadata.csv or metadata.jsonl in it, with one "
-                                "row per audio file (its path, the answer, and a question or a category).")
-    raise ValueError(f"'{folder}' has several metadata files ({', '.join(p.name for p in candidates)}): name the one "
-                     "to use metadata.csv or metadata.jsonl, or move the others out.")
+    found = [folder / name for name in METADATA_NAMES if (folder / name).is_file()]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ValueError(f"'{folder}' has both metadata.csv and metadata.jsonl: keep one of them.")
+    others = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in METADATA_SUFFIXES)
+    if others:
+        raise FileNotFoundError(f"'{folder}' has no metadata.csv or metadata.jsonl, only {', '.join(others)}: datasets' "
+                                "audiofolder reads the metadata under those two names, so rename the file.")
+    raise FileNotFoundError(f"'{folder}' has no metadata file: put a metadata.csv or metadata.jsonl in it, with one "
+                            f"row per audio file (its path in a column {FILE_COLUMN!r}, the answer, and a question or "
+                            "a category).")
 
 
 def read_metadata(path) -> tuple[list[str], list[tuple[str, dict]]]:
@@ -118,7 +123,34 @@ def read_metadata(path) -> tuple[list[str], list[tuple[str, dict]]]:
             rows.append((where, row))
     if not rows:
         raise ValueError(f"'{path}' has no rows.")
+    _check_one_type_per_column(rows, path.name)
     return columns, rows
+
+
+def _json_kind(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true/false"
+    return {int: "a number", float: "a number", str: "text", list: "a list", dict: "an object"}.get(type(value))
+
+
+def _check_one_type_per_column(rows: list[tuple[str, dict]], source: str) -> None:
+    """audiofolder reads a JSONL column as one type: text in one row and a number in another stops it."""
+    first: dict[str, tuple[str, str]] = {}
+    problems = []
+    for where, row in rows:
+        for column, value in row.items():
+            kind = _json_kind(value)
+            if kind is None:
+                continue
+            seen = first.setdefault(column, (kind, where))
+            if seen[0] != kind:
+                problems.append(f"{where}: {column!r} is {kind} where {seen[1]} has {seen[0]}; datasets' audiofolder "
+                                f"reads a column as one type, so write {json.dumps(str(value))} instead of "
+                                f"{json.dumps(value)}.")
+    if problems:
+        raise ValueError(_describe(problems, source))
 
 
 def _pick(given: str | None, guesses: tuple[str, ...], columns: list[str], what: str, option: str, source: str) -> str:
@@ -144,10 +176,28 @@ def _describe(problems: list[str], source: str) -> str:
     return f"{len(problems)} row{'s' if len(problems) > 1 else ''} of {source} cannot be used for training:\n  {shown}{more}"
 
 
+def _file_column(given: str | None, columns: list[str], source: str) -> str:
+    """A folder's clips are named in `file_name`, as audiofolder reads them; another name gets what to rename."""
+    if FILE_COLUMN in columns and given in (None, FILE_COLUMN):
+        return FILE_COLUMN
+    named = given if given in columns else next((c for c in AUDIO_COLUMN_GUESSES if c in columns), None)
+    if named and FILE_COLUMN not in columns:
+        raise ValueError(f"{source} names the audio files in column {named!r}; datasets' audiofolder, which finds and "
+                         f"reads them, needs that column called {FILE_COLUMN!r}: rename it in {source}.")
+    if given and FILE_COLUMN in columns:
+        raise ValueError(f"{source} has a {FILE_COLUMN!r} column, which names the audio files: leave out "
+                         f"--audio-column {given} (it is for Hub datasets).")
+    raise ValueError(f"{source} has no column {FILE_COLUMN!r} with each row's audio file (columns: "
+                     f"{', '.join(map(repr, columns))}).")
+
+
 def _checked_rows(records: list[tuple[str, dict]], columns: list[str], chosen: Columns, source: str,
-               folder: Path | None) -> dict[str, list]:
+                  folder: Path | None) -> dict[str, list]:
     """The recipe's columns from the user's, every row checked; one ValueError lists the bad rows."""
-    audio = _pick(chosen.audio, AUDIO_COLUMN_GUESSES, columns, "the audio files", "--audio-column", source)
+    if folder is not None:
+        audio = _file_column(chosen.audio, columns, source)
+    else:
+        audio = _pick(chosen.audio, AUDIO_COLUMN_GUESSES, columns, "the audio", "--audio-column", source)
     answer = _pick(chosen.answer, ANSWER_COLUMN_GUESSES, columns, "the answers", "--answer-column", source)
     question = chosen.question and _pick(chosen.question, (), columns, "the questions", "--question-column", source)
     category = chosen.category and _pick(chosen.category, (), columns, "the categories", "--category-column", source)
@@ -160,7 +210,11 @@ def _checked_rows(records: list[tuple[str, dict]], columns: list[str], chosen: C
             if not name:
                 problems.append(f"{where}: no audio file in column {audio!r}.")
                 continue
-            file = (folder / name).expanduser()
+            file = (folder / name).resolve()
+            if Path(name).is_absolute() or not file.is_relative_to(folder.resolve()):
+                problems.append(f"{where}: audio file {name!r} is not inside the folder; {FILE_COLUMN} is a path "
+                                f"relative to {source}'s folder.")
+                continue
             if not file.is_file():
                 problems.append(f"{where}: audio file {name!r} does not exist (looked for '{file}').")
                 continue
@@ -199,8 +253,9 @@ def _checked_rows(records: list[tuple[str, dict]], columns: list[str], chosen: C
 def load_own_dataset(source, columns: Columns = Columns(), metadata=None):
     """Your dataset in the recipe's columns (`id`, `audio`, `official_answer`, and `question` or `category`).
 
-    `source` is a folder with audio files and a metadata file (`metadata` names it when the folder
-    has several), or a Hub dataset id / a folder `datasets.load_dataset` reads (its `train` split).
+    `source` is a folder in audiofolder's layout (audio files and a `metadata.csv` or
+    `metadata.jsonl` with a `file_name` column; `metadata` is that file's path, if you prefer to
+    give it), or a Hub dataset id / a folder `datasets.load_dataset` reads (its `train` split).
     Audio is decoded at the file's own rate and resampled to 16 kHz later, by `load_audio`.
     Every row is checked first: a `ValueError` lists the rows with a missing file, a missing
     answer or an empty question, each with its line in the metadata file.
@@ -212,8 +267,12 @@ def load_own_dataset(source, columns: Columns = Columns(), metadata=None):
         path = Path(metadata).expanduser() if metadata is not None else find_metadata(folder)
         if not path.is_file():
             raise FileNotFoundError(f"Metadata file '{path}' does not exist.")
-        names, records = read_metadata(path)
-        return _on_disk(_checked_rows(records, names, columns, path.name, path.parent))
+        if path.name not in METADATA_NAMES:
+            raise ValueError(f"Metadata file '{path}': datasets' audiofolder reads metadata.csv or metadata.jsonl; "
+                             "rename it to one of those.")
+        names, records = read_metadata(path)  # our reader: each row's line, for the errors
+        table = _checked_rows(records, names, columns, path.name, path.parent)
+        return _through_audiofolder(path.parent, table)
     try:
         dataset = load_dataset(str(source), split="train")
     except Exception as error:  # noqa: BLE001 - re-raised with what to check
@@ -230,6 +289,24 @@ def load_own_dataset(source, columns: Columns = Columns(), metadata=None):
         row[audio] = clip
     return _on_disk(_checked_rows(records, dataset.column_names,
                                Columns(audio, columns.answer, columns.question, columns.category), str(source), None))
+
+
+def _through_audiofolder(folder: Path, table: dict[str, list]):
+    """The checked rows with their clips as `datasets`' audiofolder finds and reads them (an `Audio`
+    column, in its cache on disk), in the recipe's columns."""
+    from datasets import Audio, load_dataset
+
+    found = load_dataset("audiofolder", data_dir=str(folder), split="train")
+    clips = found.cast_column("audio", Audio(decode=False))["audio"]
+    rows = [i for i, clip in enumerate(clips) if clip is not None]
+    if [str(Path(clips[i]["path"]).resolve()) for i in rows] != [str(Path(p).resolve()) for p in table["audio"]]:
+        raise RuntimeError(f"datasets' audiofolder read other files from '{folder}' than its metadata names: "
+                           "is there a second metadata file in a subfolder?")
+    dataset = found.select(rows).select_columns(["audio"])
+    for name, values in table.items():
+        if name != "audio":
+            dataset = dataset.add_column(name, values)
+    return dataset.select_columns(list(table))
 
 
 def _rows(table: dict[str, list]):

@@ -1,7 +1,7 @@
 """Notebook 03 as one command: fine-tune Voxtral with LoRA and save the adapter.
 
     python -m tutorial_kit.train --profile tiny --output-dir outputs/tiny
-    python -m tutorial_kit.train --dataset my_clips --audio-column file --question-column prompt --answer-column label
+    python -m tutorial_kit.train --dataset my_clips --question-column prompt --answer-column label
 
 The same helpers as the notebook, in the same order (`load_splits`, `load_model_and_processor`,
 `freeze_audio_tower`, `add_lora`, `make_trainer`, `train`, `save_adapter`): for the same settings
@@ -44,14 +44,15 @@ Checkpoints go to OUTPUT_DIR/checkpoints: run the same command again after an in
 continues from the last complete one.
 
 Your own data: a folder of audio files with a metadata.csv or metadata.jsonl, one row per clip,
-naming the audio file, the answer, and a question (or a category) for it. Tell the command which
-column is which with --audio-column, --answer-column and --question-column (or --category-column).
+with the audio file's path in a column file_name (datasets' audiofolder layout), the answer, and a
+question (or a category) for it. Tell the command which column is which with --answer-column and
+--question-column (or --category-column).
 """
 
 EPILOG = f"""\
 examples:
   python -m tutorial_kit.train --profile tiny --output-dir outputs/tiny
-  python -m tutorial_kit.train --dataset my_clips --audio-column file --question-column prompt --answer-column label
+  python -m tutorial_kit.train --dataset my_clips --question-column prompt --answer-column label
   torchrun --nproc_per_node 2 -m tutorial_kit.train --profile full
   accelerate launch --multi_gpu --num_processes 2 -m tutorial_kit.train --profile full
 
@@ -123,14 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", default=None,
                       help="A Hugging Face Hub dataset id or a local folder. Without column options it must have Big "
                            "Bench Audio's columns (audio, category, official_answer) and is split like it. With any "
-                           "column option it is your own data: a folder of audio files with a metadata.csv or "
-                           "metadata.jsonl (or a Hub dataset with an audio column). Default: the profile's dataset.")
+                           "column option it is your own data: a folder in datasets' audiofolder layout, audio files "
+                           "with a metadata.csv or metadata.jsonl whose file_name column gives each file's path "
+                           "(or a Hub dataset with an audio column). Default: the profile's dataset.")
     data.add_argument("--metadata", type=Path, default=None,
-                      help="The metadata file, when the folder has several .csv/.jsonl files "
-                           "(default: metadata.csv or metadata.jsonl in the folder).")
+                      help="The metadata file (metadata.csv or metadata.jsonl), given as a path instead of a folder; "
+                           "the audio files' paths are relative to its folder.")
     data.add_argument("--audio-column", default=None,
-                      help="Column with each row's audio file, relative to the metadata file's folder "
-                           "(default: the first of audio, file_name, file, path that exists).")
+                      help="A Hub dataset's audio column (default: the first of audio, file_name, file, path that "
+                           "exists). A folder's metadata names its files in file_name, as datasets' audiofolder reads it.")
     which = data.add_mutually_exclusive_group()
     which.add_argument("--question-column", default=None,
                        help="Column with a text question or instruction about each clip, read by the model after the "
