@@ -138,28 +138,54 @@ def training_arguments(profile: Profile, output_dir: str | os.PathLike, push_to_
     return TrainingArguments(**settings)
 
 
+def reads_per_row(args, rows: int) -> tuple[float, int]:
+    """(how many times training reads each training row, how many evaluation passes it makes), from
+    the arguments: the epochs, or `max_steps` x the effective batch over the rows."""
+    import math
+
+    batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * rows / batch)
+    passes = steps * batch / rows if args.max_steps > 0 else args.num_train_epochs
+    evaluations = steps // args.eval_steps if args.eval_strategy == "steps" and args.eval_steps else 0
+    return passes, evaluations
+
+
+def trainer_splits(model, processor, args, train_dataset, eval_dataset=None, precompute: bool = True,
+                   cache_tower_output: bool = True):
+    """The training and evaluation splits as `make_trainer` feeds them: the frozen tower's output
+    stored for a split read more than once, else log-mel features computed once (`precompute`)."""
+    passes, evaluations = reads_per_row(args, len(train_dataset))
+    if cache_tower_output and passes <= 1 and not {TOWER_OUTPUT, "input_features"} & set(train_dataset.column_names):
+        print(f"The frozen audio tower runs in every step: this run reads each training row {passes:.2g} time(s), "
+              "so computing its output ahead would not save time.")
+    prepared = []
+    for split, reads in ((train_dataset, passes), (eval_dataset, evaluations)):
+        if split is not None and TOWER_OUTPUT not in split.column_names:
+            if cache_tower_output and reads > 1:
+                split = cache_tower_outputs(split, model, processor)
+            elif precompute and "input_features" not in split.column_names:
+                split = precompute_features(split, processor)
+        prepared.append(split)
+    return tuple(prepared)
+
+
 def make_trainer(model, processor, profile: Profile, train_dataset, eval_dataset=None, output_dir="outputs/lora",
                  callbacks=None, precompute: bool = True, cache_tower_output: bool = True, **overrides):
     """A `transformers.Trainer` wired with our collator and the profile's training arguments; its loss
     computes the output head only where the answer is learned (`helpers.training.AnswerLossTrainer`).
 
     With `cache_tower_output` (default) the frozen audio tower runs once per row, before the first
-    epoch, and every epoch and evaluation pass reuses its output (`helpers.frozen_tower`). Without
-    it, `precompute` (default) computes the log-mel features once, and the tower runs in every step.
+    epoch, and every epoch and evaluation pass reuses its output (`helpers.frozen_tower`); a split
+    read only once (a run shorter than an epoch, a single evaluation) gains nothing from it and is not
+    cached. Otherwise `precompute` (default) computes the log-mel features once, and the tower runs
+    in every step.
     """
-    if cache_tower_output:
-        train_dataset, eval_dataset = (
-            split if split is None or TOWER_OUTPUT in split.column_names else cache_tower_outputs(split, model, processor)
-            for split in (train_dataset, eval_dataset))
-    elif precompute:
-        train_dataset = precompute_features(train_dataset, processor)
-        if eval_dataset is not None:
-            eval_dataset = precompute_features(eval_dataset, processor)
-
     args = training_arguments(profile, output_dir, **overrides)
-    if profile.train_minutes:
-        callbacks = [*(callbacks or []), TimeBudget(profile.train_minutes)]
     if eval_dataset is None:
         args.eval_strategy = "no"
+    train_dataset, eval_dataset = trainer_splits(model, processor, args, train_dataset, eval_dataset, precompute,
+                                                 cache_tower_output)
+    if profile.train_minutes:
+        callbacks = [*(callbacks or []), TimeBudget(profile.train_minutes)]
     return AnswerLossTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                              data_collator=VoxtralAudioCollator(processor, dtype=model_dtype(model)), callbacks=callbacks)

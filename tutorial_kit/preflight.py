@@ -83,6 +83,11 @@ H100_SAMPLES_PER_S = {
     (False, 4, True): (6.6, "4 x 4 with checkpointing, batches of two 30-s chunks: pessimistic"),
     (True, None, None): (8.4, "4-bit, 8 x 2 with checkpointing, measured with the audio tower quantized too"),
 }
+# Those rates ran the frozen audio tower in every step; training now runs it once per row when it
+# reads each row more than once. Its share of a training sample's FLOPs at full size, by activation
+# checkpointing (benchmarks.tower_once.tower_share_full_size, tied by a test): epochs E then cost
+# (1 - share + share / E) of the time measured.
+TOWER_SHARE = {False: 0.28, True: 0.21}
 # The same H100's matrix-product throughput: an 8192 x 8192 x 8192 bf16 product on random data,
 # the mean of ten after three warm-ups, 798 TFLOP/s (an H100 80GB HBM3 with PyTorch 2.11.0+cu130).
 # `python -m tutorial_kit.preflight --matmul` measures this machine the same way.
@@ -128,9 +133,11 @@ def h100_rate(four_bit: bool, micro_batch: int, checkpointing: bool) -> tuple[fl
 
 
 def projected_seconds(samples: int, h100_samples_per_s: float, tflops_here: float,
-                      h100_tflops: float = H100_MATMUL_TFLOPS) -> float:
-    """Training time here, assuming training scales with matrix-product throughput."""
-    return samples / (h100_samples_per_s * tflops_here / h100_tflops)
+                      h100_tflops: float = H100_MATMUL_TFLOPS, tower_share: float = 0.0, passes: float = 1.0) -> float:
+    """Training time here, assuming training scales with matrix-product throughput; with the tower's
+    output computed once, `passes` over the rows pay for the tower's `tower_share` once."""
+    once = tower_share / passes if passes > 1 else tower_share
+    return samples / (h100_samples_per_s * tflops_here / h100_tflops) * (1 - tower_share + once)
 
 
 def measure_matmul_tflops(dtype=None, size: int = MATMUL_SIZE, repeats: int = 10) -> float:
@@ -533,15 +540,17 @@ class Preflight:
         dtype = pick_dtype(self.profile)
         tflops = self.measure_matmul(dtype)
         samples = training_samples(self.profile)
-        seconds = projected_seconds(samples, rate, tflops)
+        passes = samples / (FULL_DATASET_ROWS - len(CATEGORIES) * self.profile.test_per_category)
+        seconds = projected_seconds(samples, rate, tflops, tower_share=TOWER_SHARE[plan.activation_checkpointing],
+                                    passes=passes)
         here = rate * tflops / H100_MATMUL_TFLOPS
         steps = f"{self.profile.max_train_steps} steps" if self.profile.max_train_steps > 0 else \
             f"{self.profile.train_epochs:g} epochs"
         text = (f"projected {_minutes(seconds)} of training for {steps} ({samples} samples) at {here:.2f} samples/s: "
                 f"the H100's {rate} samples/s ({what}; benchmarks/README.md) scaled by this GPU's measured "
                 f"{str(dtype).replace('torch.', '')} matrix products, {tflops:.0f} TFLOP/s, against the H100's "
-                f"{H100_MATMUL_TFLOPS:.0f}. A projection, not a measurement: loading, feature precomputation and "
-                "evaluation add minutes")
+                f"{H100_MATMUL_TFLOPS:.0f}, with the frozen audio tower run once per row. A projection, not a measurement: "
+                "loading and evaluation add minutes")
         if self.profile.max_train_steps <= 0:
             short = SHORT_ROUTE_STEPS * self.profile.effective_batch_size
             text += f". A shorter run: VOXTRAL_MAX_STEPS={SHORT_ROUTE_STEPS} ({short} samples, ~{_minutes(short / here)})"

@@ -241,17 +241,12 @@ def load_training_splits(options, profile):
     return splits, f"test size {test_size} drawn with seed {SEED}"
 
 
-def prepare_features(splits, processor, route: str, model=None):
-    """The splits as the Trainer reads them for the chosen feature route (`model`, with its audio
-    tower frozen, for the route "tower")."""
+def prepare_features(splits, processor, route: str):
+    """The splits as the Trainer reads them for the chosen feature route."""
     from helpers.collator import precompute_features
-    from helpers.frozen_tower import cache_tower_outputs
 
-    if route == "streaming":
+    if route in ("streaming", "tower"):  # the tower's output: make_trainer computes it, for the splits read twice or more
         return splits
-    if route == "tower":
-        return {name: cache_tower_outputs(split, model, processor) if len(split) else split
-                for name, split in splits.items()}
     dtype = "float16" if route == "float16" else "float32"
     return {name: precompute_features(split, processor, dtype=dtype) if len(split) else split
             for name, split in splits.items()}
@@ -282,7 +277,7 @@ def run(options, callbacks=None) -> Path:
     from helpers.loading import load_model_and_processor, save_adapter
     from helpers.lora import add_lora, freeze_audio_tower, lora_config
     from helpers.profiles import outputs_dir
-    from helpers.training import make_trainer
+    from helpers.training import make_trainer, trainer_splits, training_arguments
     from tutorial_kit.checkpoints import last_complete_checkpoint
     from tutorial_kit.resume import train
 
@@ -315,15 +310,14 @@ def run(options, callbacks=None) -> Path:
         with _input_checked():
             splits, split_rule = load_training_splits(options, profile)
         model, processor = load_model_and_processor(profile)
-        model = freeze_audio_tower(model)
         with _input_checked():  # a clip that does not decode is named here, before training starts
-            data = prepare_features(splits, processor, options.features, model)
+            data = prepare_features(splits, processor, options.features)
     _print_once(state, f"data: {len(splits['train'])} training rows, {len(splits['test'])} test rows ({split_rule}); "
                 f"features: {options.features}")
 
     set_seed(options.seed)  # the LoRA weights' starting values
     dropout = {} if options.lora_dropout is None else {"lora_dropout": options.lora_dropout}
-    model = add_lora(model, lora_config(**dropout))
+    model = add_lora(freeze_audio_tower(model), lora_config(**dropout))
 
     workers = options.workers if options.workers is not None else (2 if options.features == "streaming" else 0)
     overrides = dict(seed=options.seed, data_seed=options.seed, per_device_train_batch_size=plan.micro_batch,
@@ -334,9 +328,20 @@ def run(options, callbacks=None) -> Path:
         # frozen, so DDP does not track it): no need to search the graph for unused ones each step.
         overrides.update(use_cpu=use_cpu, ddp_find_unused_parameters=False)
     eval_split = data["test"] if len(splits["test"]) else None
-    trainer = make_trainer(model, processor, profile, data["train"], eval_split, output_dir=checkpoints,
-                           callbacks=callbacks, precompute=False,
-                           cache_tower_output=options.features == "tower", **overrides)
+    tower_once = options.features == "tower"
+    # The main process computes the frozen tower's output and writes it to the cache; the others read it.
+    with state.main_process_first(), _input_checked():
+        arguments = training_arguments(profile, checkpoints, **overrides)
+        if eval_split is None:
+            arguments.eval_strategy = "no"
+        train_split, eval_split = trainer_splits(model, processor, arguments, data["train"], eval_split,
+                                                 precompute=tower_once, cache_tower_output=tower_once)
+    trainer = make_trainer(model, processor, profile, train_split, eval_split, output_dir=checkpoints,
+                           callbacks=callbacks, precompute=False, cache_tower_output=tower_once, **overrides)
+    from helpers.collator import TOWER_OUTPUT
+
+    _print_once(state, "audio tower: once per row, before the first epoch (its output is stored and reused)"
+                if TOWER_OUTPUT in trainer.train_dataset.column_names else "audio tower: in every step")
     _print_once(state, f"batch: effective {plan.micro_batch * accumulation * processes} = micro-batch {plan.micro_batch} x "
                 f"accumulation {accumulation} x {processes} process{'es' if processes > 1 else ''} ({plan.reason})")
 

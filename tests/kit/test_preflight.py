@@ -272,12 +272,12 @@ def projection_rows():
     rows = []
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 6 and cells[-1].endswith(" min"):
+        if len(cells) == 7 and cells[-1].endswith(" min"):
             micro = int(re.match(r"(\d+) x", cells[1]).group(1))
             rows.append({"card": cells[0], "four_bit": "4-bit" in cells[0], "micro": micro,
                          "checkpointing": "no checkpointing" not in cells[1],
                          "h100": float(cells[2].split()[0]), "peak": float(cells[3].split()[0]),
-                         "minutes": float(cells[5].split()[0])})
+                         "minutes": float(cells[5].split()[0]), "tower_once_minutes": float(cells[6].split()[0])})
     return rows
 
 
@@ -289,6 +289,19 @@ def test_projection_reproduces_the_benchmarks_table_from_peak_ratios():
         assert rate == row["h100"], row["card"]
         seconds = preflight.projected_seconds(2700, rate, row["peak"], h100_tflops=989)
         assert seconds / 60 == pytest.approx(row["minutes"], rel=0.03), row["card"]
+        once = preflight.projected_seconds(2700, rate, row["peak"], h100_tflops=989,
+                                           tower_share=preflight.TOWER_SHARE[row["checkpointing"]], passes=3)
+        assert once / 60 == pytest.approx(row["tower_once_minutes"], rel=0.03), row["card"]
+
+
+def test_the_tower_shares_are_the_counted_ones():
+    """The preflight's shares are copied into the package (Colab installs no benchmarks): each must be the
+    share benchmarks.tower_once counts from the full-size architecture, to the digits shown."""
+    from benchmarks.tower_once import tower_share_full_size
+
+    counted = tower_share_full_size()
+    assert preflight.TOWER_SHARE == {False: round(counted["tower_share"], 2),
+                                     True: round(counted["tower_share_with_checkpointing"], 2)}
 
 
 def test_training_samples_follow_the_profile(monkeypatch):
@@ -304,7 +317,8 @@ def test_training_time_on_a_t4_is_a_labelled_projection(monkeypatch):
     checks.measure_matmul = lambda dtype: measured.append(dtype) or 25.0
     check = checks.training_time()
     assert measured == [torch.float16]
-    expected = preflight.projected_seconds(2700, 8.4, 25.0)  # the 4-bit H100 measurement
+    # the 4-bit H100 measurement; 3 epochs run the tower once (checkpointing: 21% of a sample's FLOPs)
+    expected = preflight.projected_seconds(2700, 8.4, 25.0, tower_share=0.21, passes=3)
     assert check.status == "PASS" and f"projected {expected / 3600:.1f} h" in check.message
     assert "A projection, not a measurement" in check.message and "VOXTRAL_MAX_STEPS=30" in check.message
 
