@@ -57,6 +57,12 @@ def check_audio_token_count(audio_token_count, *, processor):
         if given == seconds // CHUNK_SECONDS * per_chunk:
             return not_yet(f"audio_token_count({seconds}) = {given!r}: round the number of chunks up, not down "
                            "(math.ceil): a clip shorter than 30 s still fills one whole chunk.")
+        if given == (seconds // CHUNK_SECONDS + 1) * per_chunk:  # floor + 1 equals ceil except on a boundary
+            chunks = int(seconds // CHUNK_SECONDS)
+            return not_yet(f"audio_token_count({seconds}) = {given!r}, one chunk too many. A clip of exactly {seconds:g} s "
+                           f"fits {chunks} chunk{'s' if chunks > 1 else ''}: the chunk boundary needs no new chunk. "
+                           "Rounding down and adding one adds a chunk on every boundary; "
+                           "round up instead: math.ceil(seconds / 30).")
         if given in (expected * 2, expected * 4, expected * 8):
             return not_yet(f"audio_token_count({seconds}) = {given!r}, {given // expected} times too many: a 30-s chunk is "
                            "3000 mel frames, the encoder halves them to 1500 and the projector stacks 4 per token.")
@@ -81,8 +87,16 @@ def check_padding_share(padding_share, *, seconds):
         return not_yet("that is the share of real audio; the question asks for the padding, the rest.")
     if math.isclose(padding_share, 100 * expected, abs_tol=0.1):
         return not_yet("right value, as a percentage: give it as a fraction between 0 and 1.")
+    padded_each = np.array([num_chunks(round(s * SAMPLING_RATE)) * CHUNK_SECONDS for s in seconds], dtype=float)
+    if math.isclose(padding_share, float(np.mean(1 - seconds / padded_each)), abs_tol=1e-3):
+        return not_yet("that is the mean of the per-clip padding shares: a 5-s clip weighs as much in it as a 45-s one. "
+                       "The question asks for the pooled share: add up the padding of all clips, then divide by "
+                       "all the padded seconds together.")
     if math.isclose(padding_share, float(np.mean(1 - seconds / CHUNK_SECONDS)), abs_tol=1e-3):
         return not_yet("a clip over 30 s is padded to 60 s (two chunks), not 30: count the chunks each clip needs.")
+    if math.isclose(padding_share, (padded - seconds.sum()) / seconds.sum(), abs_tol=1e-3):
+        return not_yet("that divides the padding by the real audio. Divide it by the padded seconds instead: "
+                       "the share of what the encoder sees.")
     return not_yet("add up the seconds the encoder sees (every clip padded to whole 30-s chunks) and the seconds "
                    "of real audio; the padding share is 1 - real / padded.")
 
@@ -110,10 +124,41 @@ def check_majority_baseline(majority_accuracy, *, train, test, category: str):
     if any(majority_accuracy == test_answers.count(answer) for answer in tied):
         return not_yet("that is a count of rows: divide by the number of test rows of the category.")
     test_majority = Counter(test_answers).most_common(1)[0]
-    if math.isclose(majority_accuracy, test_majority[1] / len(test_answers), abs_tol=1e-6):
-        return not_yet(f"you took the most common answer of the test split ({test_majority[0]!r}): choose it from the "
-                       "training split, as a model would have to, then score it on the test split.")
-    if all(math.isclose(majority_accuracy, 1 - a, abs_tol=1e-6) for a in accuracies.values()):
-        return not_yet("that is how often the majority answer is wrong; accuracy counts how often it is right.")
+    overall = Counter(str(a) for a in train["official_answer"])
+    overall_top = [a for a, n in overall.items() if n == max(overall.values())]
+    whole_train = [a for a in overall_top if a not in tied
+                   and math.isclose(majority_accuracy, test_answers.count(a) / len(test_answers), abs_tol=1e-6)]
+    whole_name = "the most common answer" if len(overall_top) == 1 else "one of the most common answers"
+    # With two possible answers these mistakes give the same number: name each one that fits.
+    causes = [
+        (math.isclose(majority_accuracy, test_majority[1] / len(test_answers), abs_tol=1e-6),
+         f"It is the share of the test split's most common answer ({test_majority[0]!r}).",
+         f"you took the most common answer of the test split ({test_majority[0]!r}): choose it from the "
+         "training split, as a model would have to, then score it on the test split."),
+        (bool(whole_train),
+         f"It is how often {whole_train[0]!r}, {whole_name} of the whole training split, is right." if whole_train else "",
+         f"{whole_train[0]!r} is {whole_name} of the whole training split. "
+         f"Take the most common answer among its {category} rows only." if whole_train else ""),
+        (all(math.isclose(majority_accuracy, 1 - a, abs_tol=1e-6) for a in accuracies.values()),
+         f"It is how often {tied[0]!r} is wrong.",
+         "that is how often the majority answer is wrong; accuracy counts how often it is right."),
+    ]
+    fits = [(sentence, hint) for fit, sentence, hint in causes if fit]
+    if len(fits) == 1:
+        return not_yet(fits[0][1])
+    if fits:
+        return not_yet(f"{majority_accuracy:g} is what {len(fits)} different mistakes give. "
+                       + " ".join(sentence for sentence, _ in fits)
+                       + f" Choose the most common answer among the training rows of {category}, "
+                       "then count how often it is right on its test rows.")
+    if any(math.isclose(majority_accuracy, counts[answer] / len(train_answers), abs_tol=1e-6) for answer in tied):
+        return not_yet(f"that is how often {tied[0]!r} is right on the training rows, where it was chosen. "
+                       f"Score it on the test rows of {category}: data the choice never saw.")
+    all_test = [str(a) for a in test["official_answer"]]
+    if len(all_test) != len(test_answers) and any(
+            math.isclose(majority_accuracy, n / len(all_test), abs_tol=1e-6)
+            for answer in tied for n in (test_answers.count(answer), all_test.count(answer))):
+        return not_yet(f"that divides by all {len(all_test)} rows of the test split. "
+                       f"Score the baseline on the {len(test_answers)} test rows of {category} only.")
     return not_yet(f"find the most common `official_answer` among the training rows of {category}, then the share of "
                    f"its test rows that have that answer.")
