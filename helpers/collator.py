@@ -89,13 +89,13 @@ class VoxtralAudioCollator:
             raise ValueError(f"batch row {position}: expected a dict with 'audio', got {type(row).__name__}.")
         name = row_id(row, position)
         if row.get(TOWER_OUTPUT) is not None:
-            output = torch.as_tensor(np.asarray(row[TOWER_OUTPUT], dtype=np.float32))
+            output = torch.from_numpy(np.array(row[TOWER_OUTPUT], dtype=np.float32))  # a copy: Arrow's is read-only
             if output.ndim != 3 or output.shape[0] == 0:
                 raise ValueError(f"{sample_name(index=name)}: {TOWER_OUTPUT} has shape {tuple(output.shape)}; "
                                  "expected (chunks, positions, hidden size).")
             return output
         if row.get("input_features") is not None:
-            features = torch.as_tensor(np.asarray(row["input_features"], dtype=np.float32))
+            features = torch.from_numpy(np.array(row["input_features"], dtype=np.float32))  # a copy: Arrow's is read-only
             expected = (self.processor.feature_extractor.feature_size, self.processor.feature_extractor.nb_max_frames)
             if features.ndim != 3 or tuple(features.shape[1:]) != expected or features.shape[0] == 0:
                 raise ValueError(f"{sample_name(index=name)}: input_features has shape {tuple(features.shape)}; "

@@ -127,7 +127,7 @@ def cache_dir() -> Path:
 
 
 # Bump when tutorial_kit/tiny/__init__.py or tutorial_kit/tiny/synthetic.py build something different: a new folder is built.
-TINY_ASSETS_VERSION = "5"
+TINY_ASSETS_VERSION = "6"
 
 
 def tiny_assets_dir() -> Path:

@@ -33,4 +33,5 @@ def test_category_counts(splits):
 
 def test_durations(splits):
     durations = duration_seconds(splits["test"])
-    assert len(durations) == len(splits["test"]) and all(1 < d < 30 for d in durations)
+    assert len(durations) == len(splits["test"]) and all(1 < d < 60 for d in durations)
+    assert any(d > 30 for d in durations)  # some take two 30-s chunks, as Big Bench Audio's longest do

@@ -66,8 +66,15 @@ MODEL_GB = 9.4
 # Big Bench Audio's MP3 files (README.md, notebook table: "download ~320 MB"), and about as much
 # again for the Arrow copy `datasets` prepares from them.
 DATASET_GB = 0.32
-# One 30-s chunk of log-mel features: 128 mel bins x 3000 frames x 4 bytes (README.md: 1.5 MB per row).
+# One 30-s chunk of log-mel features: 128 mel bins x 3000 frames x 4 bytes (README.md: 1.5 MB per row);
+# notebook 04 stores them for the test rows.
 FEATURES_GB_PER_ROW = 128 * 3000 * 4 / 1e9
+# One 30-s chunk of the frozen audio tower's output, which training stores once per row
+# (helpers.frozen_tower): 1500 positions x the tower's width, in float16 where the tower computes in
+# fp16 (a T4), else float32 (bf16 has no Arrow type). Full size: 1280 wide (3.84 MB or 7.68 MB).
+TOWER_POSITIONS = 1500
+FULL_TOWER_WIDTH = 1280
+TINY_TOWER_WIDTH = 64
 FULL_DATASET_ROWS = 1000
 TINY_DATASET_ROWS = 192
 TINY_ASSETS_GB = 0.04  # README.md: the tiny profile's assets, 40 MB
@@ -93,7 +100,8 @@ TOWER_SHARE = {False: 0.28, True: 0.21}
 # `python -m tutorial_kit.preflight --matmul` measures this machine the same way.
 H100_MATMUL_TFLOPS = 798.0
 MATMUL_SIZE = 8192
-# The tiny profile's notebook 03: 40.0 s on a 2-core AMD EPYC virtual machine (benchmarks/README.md).
+# The tiny profile's notebook 03 on a 2-core AMD EPYC virtual machine, as tools/store_notebooks.py
+# last measured it (benchmarks/results/notebook_times.json; tied by a test).
 TINY_NOTEBOOK_03_S = 40.0
 SHORT_ROUTE_STEPS = 30  # VOXTRAL_MAX_STEPS for a workshop's short route
 
@@ -118,6 +126,16 @@ class Check:
 
 
 # --------------------------------------------------------------------------- pure helpers
+def tower_output_gb_per_chunk(profile: Profile) -> float:
+    """Disk for one 30-s chunk of the stored tower output: float16 where the model computes in fp16."""
+    import torch
+
+    from helpers.hardware import pick_dtype
+
+    width = TINY_TOWER_WIDTH if profile.is_tiny else FULL_TOWER_WIDTH
+    return TOWER_POSITIONS * width * (2 if pick_dtype(profile) == torch.float16 else 4) / 1e9
+
+
 def training_samples(profile: Profile) -> int:
     """Samples notebook 03 trains on: `VOXTRAL_MAX_STEPS` x the effective batch when set, else
     the epochs over the training split (3 x 900 = 2700 in the full profile)."""
@@ -364,6 +382,7 @@ class Preflight:
         datasets_cache = Path(datasets.config.HF_DATASETS_CACHE)
         if profile.is_tiny:
             return [("tiny assets", cache_dir(), TINY_ASSETS_GB),
+                    ("audio tower output cache", datasets_cache, TINY_DATASET_ROWS * tower_output_gb_per_chunk(profile)),
                     ("log-mel feature cache", datasets_cache, TINY_DATASET_ROWS * FEATURES_GB_PER_ROW)]
         hub_cache = Path(constants.HF_HUB_CACHE)
         needs = []
@@ -372,7 +391,8 @@ class Preflight:
         if not Path(profile.dataset_id).expanduser().is_dir():
             needs.append(("dataset download", hub_cache, DATASET_GB))
         needs += [("dataset's Arrow copy", datasets_cache, DATASET_GB),
-                  ("log-mel feature cache", datasets_cache, FULL_DATASET_ROWS * FEATURES_GB_PER_ROW),
+                  ("audio tower output cache", datasets_cache, FULL_DATASET_ROWS * tower_output_gb_per_chunk(profile)),
+                  ("log-mel feature cache", datasets_cache, len(CATEGORIES) * profile.test_per_category * FEATURES_GB_PER_ROW),
                   ("notebook 05's merged model", Path("outputs"), MERGED_GB)]
         return needs
 
@@ -526,8 +546,8 @@ class Preflight:
 
         if self.profile.is_tiny:
             return Check("training time", "INFO",
-                         f"tiny profile: notebook 03 took {TINY_NOTEBOOK_03_S:.0f} s on a 2-core CPU (measured, "
-                         f"benchmarks/README.md); this machine has {os.cpu_count()} cores")
+                         f"tiny profile: notebook 03 took {TINY_NOTEBOOK_03_S:.0f} s on a 2-core CPU (measured: "
+                         f"the README's table); this machine has {os.cpu_count()} cores")
         if not torch.cuda.is_available():
             return Check("training time", "INFO", "not projected: the full profile needs a CUDA GPU (see 'gpu')")
         plan = training_plan(self.profile)

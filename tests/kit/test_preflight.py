@@ -154,10 +154,23 @@ def test_model_size_matches_the_architecture():
     assert abs(preflight.MODEL_GB - bf16_gb) < 0.1, bf16_gb
 
 
+def test_the_tower_output_sizes_are_the_architectures(monkeypatch):
+    from transformers import VoxtralConfig
+
+    from tutorial_kit.tiny import tiny_config
+
+    for config, width in ((VoxtralConfig().audio_config, preflight.FULL_TOWER_WIDTH),
+                          (tiny_config().audio_config, preflight.TINY_TOWER_WIDTH)):
+        assert (config.max_source_positions, config.hidden_size) == (preflight.TOWER_POSITIONS, width)
+    simulate_t4(monkeypatch)  # fp16: half the bytes
+    assert preflight.tower_output_gb_per_chunk(get_profile("full")) == pytest.approx(1500 * 1280 * 2 / 1e9)
+
+
 def test_a_full_disk_fails_and_a_local_model_needs_less(monkeypatch, tmp_path):
     needs = {what: gb for what, _, gb in full_checks().disk_needs()}
     assert needs["model download"] == preflight.MODEL_GB and needs["notebook 05's merged model"] == preflight.MODEL_GB
-    assert needs["log-mel feature cache"] == pytest.approx(1.536)
+    assert needs["log-mel feature cache"] == pytest.approx(0.1536)  # notebook 04's 100 test rows
+    assert needs["audio tower output cache"] == pytest.approx(7.68)  # 1000 chunks in float32 (no GPU here)
     monkeypatch.setenv("VOXTRAL_MODEL", str(tmp_path))
     assert "model download" not in {what for what, _, _ in full_checks().disk_needs()}
 
@@ -325,7 +338,7 @@ def test_training_time_on_a_t4_is_a_labelled_projection(monkeypatch):
 
 def test_training_time_in_the_tiny_profile_quotes_the_measurement():
     check = preflight.Preflight(get_profile("tiny")).training_time()
-    assert check.status == "INFO" and "40 s" in check.message and "measured" in check.message
+    assert check.status == "INFO" and f"{preflight.TINY_NOTEBOOK_03_S:.0f} s" in check.message and "measured" in check.message
 
 
 # ------------------------------------------------------------------------------------ the command

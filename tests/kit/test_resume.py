@@ -9,6 +9,7 @@ import pytest
 import torch
 from training_runs import TOLERANCE, copy_of, lora_weights, max_difference, tiny_trainer  # noqa: I001 - tests/ is on the path
 
+from helpers.collator import TOWER_OUTPUT
 from tutorial_kit import checkpoints, resume
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,8 +64,11 @@ class MemoryLimit:
     def __init__(self, trainer, limit, from_step=0):
         self.trainer, self.limit, self.from_step = trainer, limit, from_step
         self.rows_by_step: dict[int, list[str]] = {}
-        features = trainer.train_dataset["input_features"]
-        self.names = {features[i].tobytes(): trainer.train_dataset[i]["id"] for i in range(len(features))}
+        # the audio the model gets: log-mel features, or the frozen tower's stored output (helpers.frozen_tower)
+        column = TOWER_OUTPUT if TOWER_OUTPUT in trainer.train_dataset.column_names else "input_features"
+        features = trainer.train_dataset[column]
+        # a row's first 30-s chunk names it; a second chunk (a clip over 30 s) names nothing
+        self.names = {features[i][0].tobytes(): trainer.train_dataset[i]["id"] for i in range(len(features))}
         trainer.model.register_forward_pre_hook(self, with_kwargs=True)
 
     def __call__(self, module, args, kwargs):
@@ -74,8 +78,8 @@ class MemoryLimit:
         rows = kwargs["input_ids"].shape[0]
         if rows > self.limit and step > self.from_step:
             raise resume.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB for {rows} rows.")
-        features = kwargs["input_features"].cpu().numpy()
-        self.rows_by_step.setdefault(step, []).extend(self.names[f.tobytes()] for f in features)
+        features = kwargs.get("input_features", kwargs.get(TOWER_OUTPUT)).cpu().numpy()
+        self.rows_by_step.setdefault(step, []).extend(self.names[f.tobytes()] for f in features if f.tobytes() in self.names)
 
 
 def test_out_of_memory_halves_the_micro_batch_and_keeps_every_step(profile, featurized, tmp_path, capsys):

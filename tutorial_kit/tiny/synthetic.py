@@ -22,6 +22,11 @@ PER_CATEGORY = 48
 SEED = 2024
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan")
 SPEEDS = (150, 165, 180, 195)
+# One question in eight is read slowly and repeated until it lasts over 30 s, so it takes two 30-s chunks,
+# as Big Bench Audio's longest questions do: the two-chunk path runs in the tiny profile too.
+LONG_EVERY = 8
+LONG_SPEED = 130
+LONG_SECONDS = 30.0
 
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
 PEOPLE = [
@@ -221,6 +226,16 @@ def speak(text: str, voice: str = "en-us", speed: int = 175) -> np.ndarray:
     return load_audio(audio, rate)  # resampled to 16 kHz like every other input
 
 
+def read_slowly_past(seconds: float, text: str, voice: str) -> tuple[str, np.ndarray]:
+    """(what was said, the audio): `text` read at `LONG_SPEED` and repeated until it lasts over `seconds`."""
+    spoken = text
+    audio = speak(spoken, voice, LONG_SPEED)
+    while len(audio) <= seconds * SAMPLING_RATE:
+        spoken = f"{spoken} Once more: {text}"
+        audio = speak(spoken, voice, LONG_SPEED)
+    return spoken, audio
+
+
 def write_dataset(folder: Path, per_category: int = PER_CATEGORY, seed: int = SEED) -> Path:
     """Write audio files and `metadata.jsonl` (Hub layout) for the tiny dataset."""
     import soundfile as sf
@@ -231,7 +246,11 @@ def write_dataset(folder: Path, per_category: int = PER_CATEGORY, seed: int = SE
     with open(folder / "metadata.jsonl", "w") as meta:
         for row in generate_questions(per_category, seed):
             file_name = f"data/question_{row['id']}.flac"
-            audio = speak(row["transcript"], rng.choice(VOICES), rng.choice(SPEEDS))
+            voice, speed = rng.choice(VOICES), rng.choice(SPEEDS)
+            if row["id"] % LONG_EVERY == LONG_EVERY - 1:
+                row["transcript"], audio = read_slowly_past(LONG_SECONDS, row["transcript"], voice)
+            else:
+                audio = speak(row["transcript"], voice, speed)
             sf.write(folder / file_name, audio, SAMPLING_RATE, format="FLAC", subtype="PCM_16")
             meta.write(json.dumps({"file_name": file_name, **row}) + "\n")
     return folder
