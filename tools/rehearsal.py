@@ -70,6 +70,7 @@ def checked_outputs(notebook) -> dict[str, str]:
 def run(environment: dict[str, str], workdir: Path, notebooks=NOTEBOOKS, timeout: int = 3600) -> list[dict]:
     """Execute the notebooks in order, each in a fresh kernel, and measure them."""
     os.environ.update(environment)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the executed copies are read later: a saved progress bar shows 0%
     workdir.mkdir(parents=True, exist_ok=True)
     results = []
     for path in notebooks:

@@ -143,6 +143,7 @@ def ensure_tiny_assets(root: Path | None = None, rebuild: bool = False) -> TinyA
     assets = TinyAssets(root=root, model_dir=root / "model", dataset_dir=root / "big_bench_audio_tiny")
 
     def build(tmp: Path) -> None:
+        print(f"Building the tiny profile's model and spoken dataset once, into {root} (about half a minute).")
         build_tiny_model(tmp / "model")
         synthetic.write_dataset(tmp / "big_bench_audio_tiny")
 
