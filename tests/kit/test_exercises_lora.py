@@ -70,6 +70,9 @@ def test_lora_forward_placeholder():
     (lambda layer, x: layer.base_layer(x), "the frozen layer alone"),
     (wrong_order, "goes through A first"),
     (lambda layer, x: 0.0, "return a tensor"),
+    (lambda layer, x: layer(x), "asks the LoRA layer itself for its output"),
+    (lambda layer, x: layer.forward(x), "asks the LoRA layer itself for its output"),
+    (lambda layer, x: layer.base_layer(x) + (layer(x) - layer.base_layer(x)), "asks the LoRA layer itself"),
 ])
 def test_lora_forward_mistakes(mistake, hint):
     assert_not_yet(exercises.check_lora_forward(mistake), hint)
@@ -77,6 +80,13 @@ def test_lora_forward_mistakes(mistake, hint):
 
 def test_lora_forward_right_answer_and_errors():
     assert exercises.check_lora_forward(right_forward).correct
+
+    def with_the_adapter_names(layer, x):  # another plausible right answer: peft's active adapter, not "default"
+        name = layer.active_adapters[0]
+        update = layer.lora_B[name](layer.lora_A[name](x))
+        return layer.base_layer(x) + layer.scaling[name] * update
+
+    assert exercises.check_lora_forward(with_the_adapter_names).correct
     assert_not_yet(exercises.check_lora_forward(raises), "KeyError")
 
 

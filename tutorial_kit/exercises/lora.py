@@ -65,12 +65,22 @@ def check_lora_forward(lora_forward) -> object:
             x = torch.randn(3, layer.in_features, generator=torch.Generator().manual_seed(0))
             with torch.no_grad():
                 expected = layer(x)
+                called_whole_layer = []
+                forward = layer.forward
+                # an instance attribute: `layer(x)` and `layer.forward(x)` both go through it
+                layer.forward = lambda *args, **kwargs: called_whole_layer.append(True) or forward(*args, **kwargs)
                 try:
                     got = lora_forward(layer, x)
                 except RuntimeError as error:
                     if "cannot be multiplied" not in str(error):
                         raise
                     return not_yet(f"{error}. {ORDER_HINT}")
+                finally:
+                    del layer.forward
+                if called_whole_layer:
+                    return not_yet("that asks the LoRA layer itself for its output, so it shows nothing of how it is "
+                                   "computed: build it from the parts, layer.base_layer(x) plus lora_alpha / r times "
+                                   "x through lora_A, then lora_B.")
                 if got is None:
                     return not_yet(PLACEHOLDER_HINT)
                 if not isinstance(got, torch.Tensor):
