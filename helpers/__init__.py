@@ -10,6 +10,7 @@ lora      where LoRA goes and what it trains (notebook 03)
 hardware  dtype, 4-bit and the training plan from the GPU (notebooks 00, 03)
 loading   the model, the processor and an adapter for a profile
 training  TrainingArguments, the answer-only loss, make_trainer (notebook 03)
+frozen_tower  the frozen audio tower run once per row, its output reused by every epoch (notebook 03)
 evaluate  normalising replies, scoring, intervals, baselines (notebook 04)
 published the published guide's way, to compare with (notebooks 02-03)
 rows      how an error names a row
