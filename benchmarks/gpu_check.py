@@ -217,6 +217,17 @@ def model_config(run: PartRun):
     return tiny_module().tiny_config() if run.dry_run else full_size_config()
 
 
+def bf16_on_a_gpu(run: PartRun, cpu_note: str = ""):
+    """bfloat16 at full size on a GPU; in a dry run float32 at tiny size, both recorded as substitutions."""
+    import torch
+
+    if not run.dry_run:
+        return torch.bfloat16
+    run.substitute("float32 instead of bfloat16 (CPU)" + cpu_note)
+    run.substitute("tiny config instead of VoxtralConfig() (random weights either way)")
+    return torch.float32
+
+
 def random_model(run: PartRun, dtype):
     """Random weights from the config, built on the part's device (no download)."""
     import torch
@@ -497,20 +508,13 @@ def t4_route(run: PartRun) -> None:
 def bf16_train_step(run: PartRun) -> None:
     """`benchmarks.train_step`'s published variant (2 x 8, checkpointing) against the tuned one (16, no
     checkpointing, TF32), then the plan `training_plan` picks for this card, with MFU."""
-    import torch
 
     from benchmarks import train_step
     from helpers.hardware import training_plan
     from helpers.profiles import get_profile
 
-    if run.dry_run:
-        dtype = torch.float32
-        run.substitute("float32 instead of bfloat16 (CPU); no MFU without a GPU's peak")
-        run.substitute("tiny config instead of VoxtralConfig() (random weights either way)")
-        steps, warmup = 1, 0
-    else:
-        dtype = torch.bfloat16
-        steps, warmup = 2, 1
+    dtype = bf16_on_a_gpu(run, "; no MFU without a GPU's peak")
+    steps, warmup = (1, 0) if run.dry_run else (2, 1)
     plan = training_plan(get_profile("full"))
     variants = {"published": train_step.PUBLISHED, "tuned": train_step.TUNED,
                 "plan": train_step.Variant(f"this card's plan ({plan.micro_batch} x {plan.accumulation}"
@@ -569,19 +573,13 @@ def generation_flops(config, rows: list[tuple[int, int]], new_tokens: int) -> fl
 def bf16_evaluation(run: PartRun) -> None:
     """`benchmarks.evaluation_full_size.compare`: one row at a time (the published way) against
     `helpers.evaluate.evaluate` batched, greedy both, with MFU."""
-    import torch
 
     from benchmarks.evaluation_full_size import BATCH_SIZE, compare
     from helpers.audio import num_chunks
     from helpers.collator import VoxtralAudioCollator
 
     sizes = EVALUATION_SIZES["dry" if run.dry_run else "gpu"]
-    if run.dry_run:
-        dtype = torch.float32
-        run.substitute("float32 instead of bfloat16 (CPU); no MFU without a GPU's peak")
-        run.substitute("tiny config instead of VoxtralConfig() (random weights either way)")
-    else:
-        dtype = torch.bfloat16
+    dtype = bf16_on_a_gpu(run, "; no MFU without a GPU's peak")
     started = time.perf_counter()
     processor = random_processor(run, run.workdir / "processor")
     model = random_model(run, dtype).eval()
@@ -631,12 +629,7 @@ def tower_once(run: PartRun) -> None:
     from helpers.training import make_trainer
 
     sizes = TOWER_ONCE_SIZES["dry" if run.dry_run else "gpu"]
-    if run.dry_run:
-        dtype = torch.float32
-        run.substitute("float32 instead of bfloat16 (CPU)")
-        run.substitute("tiny config instead of VoxtralConfig() (random weights either way)")
-    else:
-        dtype = torch.bfloat16
+    dtype = bf16_on_a_gpu(run)
     started = time.perf_counter()
     processor = random_processor(run, run.workdir / "processor")
     set_seed(42)
