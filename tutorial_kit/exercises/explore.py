@@ -82,7 +82,7 @@ def check_padding_share(padding_share, *, seconds):
     expected = 1 - seconds.sum() / padded
     if math.isclose(padding_share, expected, abs_tol=1e-3):
         return correct(f"{expected:.0%} of the encoder's work is on silence added to fill the 30-s chunks. "
-                       "Short clips cost as much as 30-s ones: batch size, not clip length, sets the audio compute.")
+                       "A 5-s clip costs as much as a 30-s one: chunks, not seconds of speech, set the audio compute.")
     if math.isclose(padding_share, 1 - expected, abs_tol=1e-3):
         return not_yet("that is the share of real audio; the question asks for the padding, the rest.")
     if math.isclose(padding_share, 100 * expected, abs_tol=0.1):
