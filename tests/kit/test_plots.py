@@ -120,3 +120,35 @@ def test_token_table_marks_learned_tokens(processor, splits):
     batch = VoxtralAudioCollator(processor)([splits["train"][0]])
     page = plots.token_table_html(processor.tokenizer, batch["input_ids"][0], batch["labels"][0])
     assert "[AUDIO] x375" in page and page.count("#55A868;color:white") == (batch["labels"][0] != -100).sum()
+
+
+def test_the_path_diagram_reads_its_numbers_from_the_config(model_and_processor):
+    from transformers import VoxtralConfig
+
+    def texts(fig):
+        return "\n".join(t.get_text() for ax in fig.axes for t in ax.texts + [ax.title])
+
+    full = texts(plots.voxtral_path_diagram(VoxtralConfig()))
+    for number in ("128 mel bins × 3,000 frames", "1,500 positions × 1,280 numbers", "375 tokens × 3,072 numbers",
+                   "32 transformer layers", "stacks 4 neighbouring positions"):
+        assert number in full, number
+    assert "small stand-in" not in full
+    tiny = texts(plots.voxtral_path_diagram(model_and_processor[0].config))
+    assert "1,500 positions × 64 numbers" in tiny and "small stand-in" in tiny and "1,280 and 3,072" in tiny
+    plt.close("all")
+
+
+def test_log_mel_steps_draws_each_step(splits, processor):
+    import torch
+
+    extractor = processor.feature_extractor
+    audio = load_audio(splits["test"][0]["audio"])
+    window = torch.hann_window(extractor.n_fft)
+    power = torch.stft(torch.from_numpy(audio), extractor.n_fft, extractor.hop_length, window=window,
+                       return_complex=True).abs() ** 2
+    mel_filters = torch.from_numpy(np.asarray(extractor.mel_filters, dtype=np.float32))
+    log_mel = VoxtralAudioCollator(processor).audio_features(audio)[0]
+    fig = plots.log_mel_steps(audio, power, mel_filters, log_mel, n_fft=extractor.n_fft,
+                              hop_length=extractor.hop_length, sampling_rate=16000)
+    assert len([ax for ax in fig.axes if ax.has_data()]) >= 5
+    plt.close(fig)
