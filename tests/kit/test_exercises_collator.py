@@ -38,8 +38,24 @@ def inverted(input_ids, attention_mask, prompt_lengths):
     return labels
 
 
+def in_place(input_ids, attention_mask, prompt_lengths):
+    labels = input_ids  # the same tensor, not a copy
+    for i, n in enumerate(prompt_lengths):
+        labels[i, :n] = -100
+    labels[attention_mask == 0] = -100
+    return labels
+
+
+def by_position(input_ids, attention_mask, prompt_lengths):  # another right answer: no loop, no clone
+    in_prompt = torch.arange(input_ids.shape[1]) < torch.tensor(prompt_lengths)[:, None]
+    return input_ids.masked_fill(in_prompt | (attention_mask == 0), -100)
+
+
 def test_batch_labels(processor, rows):
     assert exercises.check_batch_labels(masked, processor=processor, rows=rows)
+    assert exercises.check_batch_labels(by_position, processor=processor, rows=rows)
+    assert exercises.check_batch_labels(lambda input_ids, attention_mask, prompt_lengths: torch.tensor(
+        masked(input_ids, attention_mask, prompt_lengths).tolist()), processor=processor, rows=rows)
 
 
 @pytest.mark.parametrize(("answer", "hint"), [
@@ -59,6 +75,13 @@ def test_batch_labels(processor, rows):
     (lambda input_ids, attention_mask, prompt_lengths: input_ids[:, :-1], "one label per input id"),
     (lambda input_ids, attention_mask, prompt_lengths: input_ids, "row 0 differs"),
     (lambda input_ids, attention_mask, prompt_lengths: input_ids[99], "raised IndexError"),
+    (in_place, "modified its `input_ids` argument in place"),
+    (lambda input_ids, attention_mask, prompt_lengths: input_ids.masked_fill_(attention_mask == 0, -100),
+     "clone first"),
+    (lambda input_ids, attention_mask, prompt_lengths: masked(input_ids, attention_mask, prompt_lengths).tolist(),
+     "you returned a list; the labels must be a torch.LongTensor"),
+    (lambda input_ids, attention_mask, prompt_lengths: masked(input_ids, attention_mask, prompt_lengths).float(),
+     "torch.float32 tensor; they must be a torch.LongTensor"),
 ])
 def test_batch_labels_mistakes(processor, rows, answer, hint):
     feedback = exercises.check_batch_labels(answer, processor=processor, rows=rows)

@@ -146,6 +146,27 @@ def test_mcnemar_placeholder_and_mistakes():
     assert_hint(exercises.check_mcnemar(lambda before, after: right_mcnemar(before, after)[:2]), "three values")
 
 
+def test_mcnemar_without_disagreements_gets_a_plain_hint():
+    def unguarded(before, after):  # binomtest(0, 0) raises inside scipy
+        fixed = sum((not b) and a for b, a in zip(before, after))
+        broken = sum(b and not a for b, a in zip(before, after))
+        return fixed, broken, binomtest(fixed, fixed + broken).pvalue
+
+    def by_hand_share(before, after):  # 0 / 0 on identical lists
+        fixed, broken, p = right_mcnemar(before, after)
+        return fixed, broken, p if fixed / (fixed + broken) else p
+
+    def not_a_number(before, after):
+        fixed, broken, p = right_mcnemar(before, after)
+        return fixed, broken, p if fixed + broken else float("nan")
+
+    for answer, error in ((unguarded, "ValueError"), (by_hand_share, "ZeroDivisionError"), (not_a_number, "nan")):
+        feedback = exercises.check_mcnemar(answer)
+        assert_hint(feedback, "no discordant pairs")
+        assert "a table of zeros" in feedback.message and "p = 1.0" in feedback.message and error in feedback.message
+        assert "_validate_int" not in feedback.message and "line" not in feedback.message
+
+
 def test_mcnemar_right_answer_passes_and_errors_become_hints():
     assert exercises.check_mcnemar(right_mcnemar)
     assert_hint(exercises.check_mcnemar(lambda before, after: before["x"]), "TypeError")

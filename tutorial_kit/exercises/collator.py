@@ -46,13 +46,25 @@ def check_batch_labels(batch_labels, *, processor, rows: list[dict]):
     collator = _collator(processor)  # pads on the right, for training
     batch, lengths = collator(rows), _prompt_lengths(collator, rows)
     ids, mask, expected = batch["input_ids"], batch["attention_mask"], batch["labels"]
-    given = batch_labels(ids.clone(), mask.clone(), list(lengths))
+    ids_given, mask_given = ids.clone(), mask.clone()
+    given = batch_labels(ids_given, mask_given, list(lengths))
     if given is None or given is Ellipsis:
         return not_yet(RETURNS_NONE)
-    given = torch.as_tensor(given)
+    # the same batch's input_ids go to the model: labels written into them would become its input
+    for name, original, passed in (("input_ids", ids, ids_given), ("attention_mask", mask, mask_given)):
+        if not torch.equal(original, passed):
+            return not_yet(f"your function modified its `{name}` argument in place; the model still needs it as it "
+                           f"was (-100 is not a token id it can read). `labels = input_ids` is the same tensor, "
+                           f"not a copy: clone first, `labels = input_ids.clone()`, or use `masked_fill` (not `masked_fill_`).")
+    if not isinstance(given, torch.Tensor):
+        return not_yet(f"you returned a {type(given).__name__}; the labels must be a torch.LongTensor, like `input_ids` "
+                       "(the Trainer stacks and moves tensors, not lists). Build them from `input_ids.clone()`.")
     if given.shape != expected.shape:
         return not_yet(f"your labels have shape {tuple(given.shape)}; they need one label per input id: {tuple(expected.shape)}.")
-    if torch.equal(given.long(), expected):
+    if given.dtype != torch.long:
+        return not_yet(f"your labels are a {given.dtype} tensor; they must be a torch.LongTensor (int64), the type "
+                       "the loss takes for token ids. Start from `input_ids.clone()`, and keep -100 an int.")
+    if torch.equal(given, expected):
         learned = int((expected != IGNORE_INDEX).sum())
         return correct(f"{learned} of the batch's {int(mask.sum())} real tokens are learned (the answers and their end of "
                        "sequence); the prompt and the padding add nothing to the loss.")

@@ -107,6 +107,12 @@ def paired_results(seed: int = 4, size: int = 100) -> tuple[list[bool], list[boo
     return before, after
 
 
+NO_DISAGREEMENT_HINT = (
+    "when the two models never disagree there are no discordant pairs: fixed = broken = 0, a table of zeros. "
+    "A binomial test of 0 tosses has nothing to test (`binomtest(0, 0)` raises), and no disagreement is no "
+    "evidence of a change: return p = 1.0 when fixed + broken is 0.")
+
+
 def _expected_mcnemar(before, after):
     as_predictions = [[{"id": i, "correct": c} for i, c in enumerate(side)] for side in (before, after)]
     return mcnemar(*as_predictions)
@@ -118,7 +124,15 @@ def check_mcnemar(fixed_broken_p) -> object:
     if not callable(fixed_broken_p):
         return not_yet("pass the function itself, `fixed_broken_p`, without calling it.")
     cases = [paired_results(seed) for seed in (4, 11)] + [([True, False, True], [True, False, True])]
-    results = [fixed_broken_p(list(before), list(after)) for before, after in cases]
+    results = []
+    for before, after in cases:
+        try:
+            results.append(fixed_broken_p(list(before), list(after)))
+        except Exception as error:  # noqa: BLE001 - the error comes from the learner's code
+            if any(b != a for b, a in zip(before, after)):
+                raise  # `friendly` names the error
+            # the error is raised deep inside scipy; name its cause instead of scipy's frame
+            return not_yet(f"{NO_DISAGREEMENT_HINT} (Your function raised {type(error).__name__} on two identical lists.)")
     if _still_placeholder(results):
         return not_yet(PLACEHOLDER_HINT)
     for result in results:
@@ -140,7 +154,7 @@ def check_mcnemar(fixed_broken_p) -> object:
                 return not_yet("that is a one-sided p-value: the question is whether fine-tuning changed accuracy in "
                                "either direction, so use the two-sided test (`binomtest`'s default).")
             if fixed + broken == 0:
-                return not_yet("when the models never disagree there is no evidence of any change: p = 1.")
+                return not_yet(NO_DISAGREEMENT_HINT + f" (You returned p = {float(p_value)!r}.)")
             return not_yet(f"the counts are right ({fixed}, {broken}); the p-value {float(p_value):.4f} should be "
                            f"{expected.p_value:.4f}: an exact binomial test of `fixed` successes out of fixed + broken "
                            "tosses of a fair coin, not a chi-squared approximation or a test over all questions.")
