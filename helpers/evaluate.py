@@ -118,8 +118,8 @@ def baselines(answers_by_category: dict[str, list[str]], reference: dict[str, li
 def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
     """The Wilson score interval for an accuracy of `correct` out of `total`.
 
-    With 25 questions per category an accuracy of 80% is only known to about +-16 points, which
-    is why every accuracy here comes with its interval.
+    With 25 questions per category an accuracy of 80% (20 of 25) is only known to lie between 61%
+    and 91%, which is why every accuracy here comes with its interval.
     """
     from scipy.stats import binomtest
 

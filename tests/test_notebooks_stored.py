@@ -6,7 +6,8 @@ import pytest
 
 from tools.rehearsal import CHECK_TAG
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9]*.ipynb"))
+ROOT = Path(__file__).parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 SOLUTIONS = sorted((Path(__file__).parent.parent / "notebooks" / "solutions").glob("*.ipynb"))
 
 
@@ -74,3 +75,21 @@ def test_every_solution_passes_its_check(path):
     assert len(checks) == len([c for c in lesson_cells if c.cell_type == "code" and "exercises.check_" in c.source])
     for cell in checks:
         assert CHECK_TAG in cell.metadata.get("tags", []) and "Correct" in str(cell.outputs), cell.source
+
+
+def test_the_times_quoted_are_the_measured_ones():
+    """The README's table and the preflight quote how long each lesson ran in the tiny profile: the times
+    tools/store_notebooks.py recorded when it last executed every notebook."""
+    import json
+    import re
+
+    from tutorial_kit import preflight
+
+    measured = json.loads((ROOT / "benchmarks" / "results" / "notebook_times.json").read_text())["seconds"]
+    assert sorted(measured) == sorted(p.name for p in NOTEBOOKS)
+    readme = (ROOT / "README.md").read_text()
+    for name, seconds in measured.items():
+        row = next(line for line in readme.splitlines() if line.startswith(f"| [{name.removesuffix('.ipynb')}]"))
+        quoted = int(re.match(r"(\d+) s", row.split("|")[3].strip()).group(1))
+        assert quoted == round(seconds), (name, quoted, seconds)
+    assert preflight.TINY_NOTEBOOK_03_S == round(measured["03_train_lora.ipynb"])
