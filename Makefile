@@ -42,12 +42,13 @@ setup:
 lock: setup
 	$(PY) tools/lock.py
 
-# TQDM_DISABLE: the executed copies are read after the run, where a progress bar saved while it ran shows 0%.
+# No progress bars (tqdm's, and those of the Hugging Face libraries, which pass their own setting): the
+# executed copies are read after the run, where a progress bar saved while it ran shows 0%.
 tutorial: setup
 	@mkdir -p $(EXECUTED)
 	@set -e; for nb in $(NOTEBOOKS); do \
 	  echo "== running $$nb"; start=$$(date +%s); \
-	  TQDM_DISABLE=1 $(PY) -m jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
+	  TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1 $(PY) -m jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
 	    --output-dir $(EXECUTED) "$$nb" --log-level WARN; \
 	  echo "   done in $$(( $$(date +%s) - start )) s"; \
 	done

@@ -70,7 +70,9 @@ def checked_outputs(notebook) -> dict[str, str]:
 def run(environment: dict[str, str], workdir: Path, notebooks=NOTEBOOKS, timeout: int = 3600) -> list[dict]:
     """Execute the notebooks in order, each in a fresh kernel, and measure them."""
     os.environ.update(environment)
-    os.environ.setdefault("TQDM_DISABLE", "1")  # the executed copies are read later: a saved progress bar shows 0%
+    # The executed copies are read later, where a progress bar saved while it ran shows 0%.
+    for variable in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        os.environ.setdefault(variable, "1")
     workdir.mkdir(parents=True, exist_ok=True)
     results = []
     for path in notebooks:
