@@ -88,6 +88,31 @@ def test_batch_labels_mistakes(processor, rows, answer, hint):
     assert not feedback and hint in feedback.message
 
 
+def shifted_left(input_ids, attention_mask, prompt_lengths):  # what the model's loss does itself
+    labels = masked(input_ids, attention_mask, prompt_lengths)
+    return torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], -100)], dim=1)
+
+
+def shifted_right(input_ids, attention_mask, prompt_lengths):
+    labels = masked(input_ids, attention_mask, prompt_lengths)
+    return torch.cat([torch.full_like(labels[:, :1], -100), labels[:, :-1]], dim=1)
+
+
+def shift_then_mask(input_ids, attention_mask, prompt_lengths):
+    ids = torch.cat([input_ids[:, 1:], input_ids[:, :1]], dim=1)
+    return masked(ids, torch.cat([attention_mask[:, 1:], torch.zeros_like(attention_mask[:, :1])], dim=1),
+                  prompt_lengths)
+
+
+@pytest.mark.parametrize("answer", [
+    shifted_left, shifted_right, shift_then_mask,
+    lambda input_ids, attention_mask, prompt_lengths: masked(input_ids, attention_mask, prompt_lengths)[:, 1:],
+])
+def test_batch_labels_shifted_by_one_position(processor, rows, answer):
+    feedback = exercises.check_batch_labels(answer, processor=processor, rows=rows)
+    assert not feedback and "the model shifts them itself" in feedback.message, feedback.message
+
+
 def test_unpadded_prompts(processor, rows):
     def right(input_ids, attention_mask):
         return [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
@@ -126,6 +151,22 @@ def test_learned_share(batch):
     assert 0 < learned < real
     assert exercises.check_learned_share(learned / real, batch=batch)
     assert exercises.check_learned_share(torch.tensor(learned / real), batch=batch)
+
+
+def test_learned_share_rounded_too_far(batch):
+    """The right share rounded to the digits its own Correct message prints: the method is right, say so."""
+    learned, real = int((batch["labels"] != -100).sum()), int(batch["attention_mask"].sum())
+    share = learned / real
+    for rounded in (round(share, 2), round(share, 3), float(f"{share:.2g}"), float(f"{share:.1g}")):
+        if abs(rounded - share) <= 1e-4 * share:
+            continue  # close enough to pass
+        feedback = exercises.check_learned_share(rounded, batch=batch)
+        assert not feedback and "right method, rounded too far" in feedback.message, (rounded, feedback.message)
+    assert exercises.check_learned_share(0.006, batch={"labels": torch.tensor([[-100] * 994 + [1] * 6]),
+                                                       "attention_mask": torch.ones(1, 1000, dtype=torch.long)})
+    feedback = exercises.check_learned_share(0.006, batch={"labels": torch.tensor([[-100] * 9939 + [1] * 61]),
+                                                           "attention_mask": torch.ones(1, 10000, dtype=torch.long)})
+    assert not feedback and "rounded too far" in feedback.message
 
 
 @pytest.mark.parametrize(("mistake", "hint"), [

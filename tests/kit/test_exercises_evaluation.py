@@ -49,6 +49,14 @@ def capitalised_validity(text):
     return answer.capitalize() if answer else None
 
 
+def case_sensitive_validity(text):  # tests "invalid" first, but never lower-cases the reply
+    if "invalid" in text:
+        return "invalid"
+    if "not valid" in text or "isn't valid" in text or "not deductively valid" in text:
+        return "invalid"
+    return "valid" if "valid" in text else None
+
+
 def guessing_validity(text):
     return right_validity(text) or "valid"
 
@@ -63,6 +71,9 @@ def test_validity_mistakes_get_their_hints():
     assert_hint(exercises.check_normalize_validity(no_negation_validity), "negation")
     assert_hint(exercises.check_normalize_validity(capitalised_validity), "lower case")
     assert_hint(exercises.check_normalize_validity(guessing_validity), "return None")
+    feedback = exercises.check_normalize_validity(case_sensitive_validity)
+    assert_hint(feedback, "lower-case the reply first")
+    assert "contains the letters" not in feedback.message
     assert_hint(exercises.check_normalize_validity(right_validity("valid")), "pass the function itself")
 
 
@@ -90,7 +101,12 @@ def test_wilson_placeholder_and_mistakes():
         interval = binomtest(k, n).proportion_ci(confidence_level=0.90, method="wilson")
         return interval.low, interval.high
 
+    def clipped_wald(k, n):
+        low, high = wald(k, n)
+        return max(0.0, low), min(1.0, high)
+
     assert_hint(exercises.check_wilson_95(wald), "Wald")
+    assert_hint(exercises.check_wilson_95(clipped_wald), "clipped to [0, 1]")
     assert_hint(exercises.check_wilson_95(ninety), "90%")
     assert_hint(exercises.check_wilson_95(lambda k, n: tuple(100 * x for x in right_wilson(k, n))), "percentages")
     assert_hint(exercises.check_wilson_95(lambda k, n: right_wilson(k, n)[::-1]), "(low, high)")
@@ -107,6 +123,13 @@ def test_wilson_right_answer_passes_and_errors_become_hints():
         return centre - half, centre + half
 
     assert exercises.check_wilson_95(by_formula)
+    # any pair of numbers will do: a numpy array, a list, numpy floats
+    import numpy as np
+
+    assert exercises.check_wilson_95(lambda k, n: np.array(right_wilson(k, n)))
+    assert exercises.check_wilson_95(lambda k, n: [np.float64(x) for x in right_wilson(k, n)])
+    assert_hint(exercises.check_wilson_95(lambda k, n: np.array([right_wilson(k, n)])), "a pair")
+    assert_hint(exercises.check_wilson_95(lambda k, n: ("low", "high")), "a pair")
     assert_hint(exercises.check_wilson_95(lambda k, n: (0, 1 / (k - k))), "ZeroDivisionError")
 
 
@@ -140,7 +163,27 @@ def test_mcnemar_placeholder_and_mistakes():
         fixed, broken, _ = right_mcnemar(before, after)
         return fixed, broken, binomtest(fixed, len(before)).pvalue
 
+    def less(before, after):
+        fixed, broken, p = right_mcnemar(before, after)
+        return fixed, broken, binomtest(fixed, fixed + broken, alternative="less").pvalue if fixed + broken else p
+
+    def greater(before, after):
+        fixed, broken, p = right_mcnemar(before, after)
+        return fixed, broken, binomtest(fixed, fixed + broken, alternative="greater").pvalue if fixed + broken else p
+
+    def result_object(before, after):
+        fixed, broken, _ = right_mcnemar(before, after)
+        return fixed, broken, binomtest(fixed, fixed + broken) if fixed + broken else 1.0
+
     assert_hint(exercises.check_mcnemar(swapped), "swapped")
+    for answer in (less, greater):
+        feedback = exercises.check_mcnemar(answer)
+        assert_hint(feedback, "one-sided")
+        assert "two-sided" in feedback.message
+    feedback = exercises.check_mcnemar(result_object)
+    assert_hint(feedback, "binomtest(...).pvalue")
+    assert "TypeError" not in feedback.message and "check_mcnemar" not in feedback.message
+    assert_hint(exercises.check_mcnemar(lambda before, after: (*right_mcnemar(before, after)[:2], "0.5")), "a number")
     assert_hint(exercises.check_mcnemar(one_sided), "one-sided")
     assert_hint(exercises.check_mcnemar(over_all_questions), "exact binomial test")
     assert_hint(exercises.check_mcnemar(lambda before, after: right_mcnemar(before, after)[:2]), "three values")

@@ -19,6 +19,8 @@ def test_audio_token_count(processor, tokens_per_chunk):
         return math.ceil(seconds / 30) * tokens_per_chunk
 
     assert exercises.check_audio_token_count(right, processor=processor)
+    # one rule for whole numbers in every check: a float equal to the integer is accepted
+    assert exercises.check_audio_token_count(lambda seconds: float(right(seconds)), processor=processor)
 
 
 @pytest.mark.parametrize(("answer", "hint"), [
@@ -29,7 +31,7 @@ def test_audio_token_count(processor, tokens_per_chunk):
     (lambda seconds: int(seconds * 12.5), "12.5 tokens per second"),
     (lambda seconds: int(seconds // 30) * 375, "round the number of chunks up"),
     (lambda seconds: math.ceil(seconds / 30) * 3000, "8 times too many"),
-    (lambda seconds: float(math.ceil(seconds / 30) * 375), "return an int"),
+    (lambda seconds: math.ceil(seconds / 30) * 375 + 0.5, "return a whole number"),
     (lambda seconds: "375", "return a whole number"),
     (lambda seconds: 1 / 0, "raised ZeroDivisionError"),
     (lambda seconds: 375 if seconds <= 30 else 500, "How many 30-s chunks"),
@@ -37,6 +39,14 @@ def test_audio_token_count(processor, tokens_per_chunk):
 def test_audio_token_count_mistakes(processor, answer, hint):
     feedback = exercises.check_audio_token_count(answer, processor=processor)
     assert not feedback and hint in feedback.message
+
+
+@pytest.mark.parametrize("answer", [lambda seconds: 375, lambda seconds: 375.0, lambda seconds: 750])
+def test_audio_token_count_constant_answer(processor, answer):
+    """A constant passes some clips; the hint says it ignores the duration, not how to round."""
+    feedback = exercises.check_audio_token_count(answer, processor=processor)
+    assert not feedback and "whatever the duration" in feedback.message
+    assert "30.1-s clip needs two chunks" in feedback.message and "round" not in feedback.message
 
 
 @pytest.mark.parametrize("answer", [
@@ -98,6 +108,20 @@ def test_padding_share_mean_of_per_clip_shares_on_the_train_split(splits):
     assert "pooled" in feedback.message
 
 
+def test_padding_share_rounded_too_far(splits):
+    """The right method, rounded to 2 decimals: the hint says so instead of suggesting another method."""
+    from helpers.data import duration_seconds
+
+    for seconds in (CLIPS, duration_seconds(splits["train"])):
+        right = pooled_with_numpy(seconds)
+        assert round(right, 2) != right
+        feedback = exercises.check_padding_share(round(right, 2), seconds=seconds)
+        assert not feedback and "right method, rounded too far" in feedback.message, feedback.message
+        assert exercises.check_padding_share(round(right, 3), seconds=seconds)  # within the check's 0.001
+    feedback = exercises.check_padding_share(0.5, seconds=CLIPS)  # 0.375 is right: 0.5 is no rounding of it
+    assert "rounded" not in feedback.message
+
+
 @pytest.mark.parametrize(("answer", "hint"), [
     (..., PLACEHOLDER_HINT),
     (75 / 120, "share of real audio"),
@@ -155,6 +179,10 @@ def test_majority_baseline_from_the_test_split_or_the_wrong_way_round():
     feedback = exercises.check_majority_baseline(0.75, train=TRAIN, test=TEST, category="navigate")
     assert not feedback and "test split's most common answer ('No')" in feedback.message
     assert "how often 'Yes' is wrong" in feedback.message
+    # the likely mistake comes first, with what to do, in one sentence
+    first = feedback.message.split(". ")[0]
+    assert first.startswith("Not yet: that is the share of the test split's most common answer ('No')"), first
+    assert "choose" in first and "training" in first, first
 
 
 def test_majority_baseline_scored_on_the_training_rows():

@@ -78,6 +78,28 @@ def test_lora_forward_mistakes(mistake, hint):
     assert_not_yet(exercises.check_lora_forward(mistake), hint)
 
 
+def tutorial_scale(layer, x):  # the notebook's 32 / 8, right only where lora_alpha / r happens to be 4
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    return layer.base_layer(x) + 4 * (x @ a.T @ b.T)
+
+
+def without_bias(layer, x):
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    scale = layer.lora_alpha["default"] / layer.r["default"]
+    return x @ layer.base_layer.weight.T + scale * (x @ a.T @ b.T)
+
+
+def test_lora_forward_copied_scale_is_named_as_the_tutorials():
+    """A constant 4 passes r=4, lora_alpha=16; at r=8, lora_alpha=4 it equals lora_alpha, but the cause is the copy."""
+    feedback = exercises.check_lora_forward(tutorial_scale)
+    assert_not_yet(feedback, "32 / 8")
+    assert "lora_alpha / r" in feedback.message and "alone" not in feedback.message
+
+
+def test_lora_forward_forgotten_bias():
+    assert_not_yet(exercises.check_lora_forward(without_bias), "base_layer(x) includes the bias")
+
+
 def test_lora_forward_right_answer_and_errors():
     assert exercises.check_lora_forward(right_forward).correct
 
@@ -130,6 +152,9 @@ def test_optimizer_steps_placeholder():
     (lambda rows, micro, accumulation: rows // (micro * accumulation), "round up, not down"),
     (lambda rows, micro, accumulation: math.ceil(rows / micro), "counts micro-batches"),
     (lambda rows, micro, accumulation: rows / (micro * accumulation), "whole number"),
+    (lambda rows, micro, accumulation: rows // (micro * accumulation) + 1, "one step too many"),
+    (lambda rows, micro, accumulation: 3 * -(-rows // (micro * accumulation)), "one epoch"),
+    (lambda rows, micro, accumulation: 2 * -(-rows // (micro * accumulation)), "one epoch"),
 ])
 def test_optimizer_steps_mistakes(mistake, hint):
     assert_not_yet(exercises.check_optimizer_steps(mistake), hint)
@@ -137,4 +162,7 @@ def test_optimizer_steps_mistakes(mistake, hint):
 
 def test_optimizer_steps_right_answer_and_errors():
     assert exercises.check_optimizer_steps(lambda rows, micro, accumulation: -(-rows // (micro * accumulation))).correct
+    # a whole number as a float is accepted, as in notebook 01's exercise 1
+    as_float = exercises.check_optimizer_steps(lambda rows, micro, accumulation: float(math.ceil(rows / (micro * accumulation))))
+    assert as_float.correct
     assert_not_yet(exercises.check_optimizer_steps(raises), "KeyError")

@@ -90,6 +90,16 @@ def test_merge_right_answer_passes_and_errors_become_hints():
     assert_hint(exercises.check_merge_by_hand(raises), "RuntimeError")
 
 
+def test_merge_with_the_factors_transposed_gets_a_hint():
+    def transposed_factors(layer):  # A.T @ B.T is (in x out): W + it cannot broadcast on the non-square layer
+        a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+        return layer.base_layer.weight + layer.scaling["default"] * (a.T @ b.T)
+
+    feedback = exercises.check_merge_by_hand(transposed_factors)
+    assert_hint(feedback, "W + scale * B @ A")
+    assert "x @ A.T @ B.T" in feedback.message and "check_merge_by_hand" not in feedback.message
+
+
 # sizes_mb -------------------------------------------------------------------------------------------------------
 
 def byte_count(parameters):
@@ -137,8 +147,37 @@ def test_sizes_mistakes_get_their_hints():
     assert_hint(exercises.check_sizes_mb(lambda model: 3.0), "two numbers")
 
 
+def test_sizes_more_mistakes_get_their_hints():
+    def parameter_counts(model):
+        named = list(model.named_parameters())
+        return (sum(p.numel() for name, p in named if "lora_" in name) / 1e6,
+                sum(p.numel() for name, p in named if "lora_" not in name) / 1e6)
+
+    def rounded(model):
+        adapter, merged = right_sizes(model)
+        return round(adapter, 3), round(merged, 1)
+
+    feedback = exercises.check_sizes_mb(parameter_counts)
+    assert_hint(feedback, "counts parameters, not bytes")
+    assert "element_size()" in feedback.message
+    assert_hint(exercises.check_sizes_mb(rounded), "right method, rounded too far")
+
+
 def test_sizes_right_answer_passes_and_errors_become_hints():
     assert exercises.check_sizes_mb(right_sizes)
+
+    def saved_file(model):  # what save_pretrained writes, header included
+        import os
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            model.save_pretrained(folder)
+            adapter = os.path.getsize(os.path.join(folder, "adapter_model.safetensors"))
+        return adapter / 1e6, right_sizes(model)[1]
+
+    feedback = exercises.check_sizes_mb(saved_file)
+    assert feedback and "header" in feedback.message, feedback.message
+    assert exercises.check_sizes_mb(lambda model: [round(x, 6) for x in right_sizes(model)])
     assert_hint(exercises.check_sizes_mb(raises), "RuntimeError")
 
 

@@ -38,6 +38,18 @@ def _labels_with(input_ids: torch.Tensor, attention_mask: torch.Tensor, masked: 
     return labels
 
 
+def _shifted_by_one(labels: torch.Tensor, input_ids: torch.Tensor) -> bool:
+    """Every learned label is the token id one position later (or earlier), not its own."""
+    learned = labels != IGNORE_INDEX
+    if not learned.any() or torch.equal(labels[learned], input_ids[learned]):
+        return False
+    for got, ids in ((labels[:, :-1], input_ids[:, 1:]), (labels[:, 1:], input_ids[:, :-1])):
+        inside = got != IGNORE_INDEX
+        if int(inside.sum()) == int(learned.sum()) and torch.equal(got[inside], ids[inside]):
+            return True
+    return False
+
+
 @friendly
 def check_batch_labels(batch_labels, *, processor, rows: list[dict]):
     """`batch_labels(input_ids, attention_mask, prompt_lengths)` must return the labels the collator makes."""
@@ -60,7 +72,9 @@ def check_batch_labels(batch_labels, *, processor, rows: list[dict]):
         return not_yet(f"you returned a {type(given).__name__}; the labels must be a torch.LongTensor, like `input_ids` "
                        "(the Trainer stacks and moves tensors, not lists). Build them from `input_ids.clone()`.")
     if given.shape != expected.shape:
-        return not_yet(f"your labels have shape {tuple(given.shape)}; they need one label per input id: {tuple(expected.shape)}.")
+        shifted = given.dim() == 2 and given.shape[0] == expected.shape[0] and given.shape[1] == expected.shape[1] - 1
+        return not_yet(f"your labels have shape {tuple(given.shape)}; they need one label per input id: {tuple(expected.shape)}."
+                       + (" Do not shift them by one: the model shifts them itself." if shifted else ""))
     if given.dtype != torch.long:
         return not_yet(f"your labels are a {given.dtype} tensor; they must be a torch.LongTensor (int64), the type "
                        "the loss takes for token ids. Start from `input_ids.clone()`, and keep -100 an int.")
@@ -85,6 +99,9 @@ def check_batch_labels(batch_labels, *, processor, rows: list[dict]):
     eos_masked[torch.arange(len(rows)), ends] = IGNORE_INDEX
     if torch.equal(given, eos_masked):
         return not_yet("the end-of-sequence token is learned too: it teaches the model to stop after its answer.")
+    if _shifted_by_one(given, ids):
+        return not_yet("your labels are shifted by one position. Give each position its own token id: the model shifts "
+                       "them itself, so that position t predicts token t + 1, inside its loss.")
     answers_masked = torch.where((expected == IGNORE_INDEX) & (mask == 1), ids, IGNORE_INDEX)
     if torch.equal(given, answers_masked):
         return not_yet("the other way round: the prompt gets -100 and the answer keeps its token ids.")
@@ -133,6 +150,18 @@ def check_unpadded_prompts(unpadded_prompts, *, processor, rows: list[dict]):
                    f"{len(given[row])} tokens. Where do the pads sit in a left-padded row?")
 
 
+ROUNDED_HINT = ("right method, rounded too far: keep more digits. Give the unrounded value and round only "
+                "when you print it.")
+
+
+def rounded_too_far(given: float, expected: float, min_decimals: int = 2) -> bool:
+    """`given` is `expected` rounded to a few decimals (at least `min_decimals`), too few to pass the check."""
+    return given != 0 and any(
+        math.isclose(given, round(given, d), rel_tol=1e-12, abs_tol=1e-15)
+        and abs(given - expected) <= 0.5 * 10**-d * (1 + 1e-9)
+        for d in range(min_decimals, 6))
+
+
 @friendly
 def check_learned_share(learned_share, *, batch: dict):
     """`learned_share`: the fraction of the batch's real tokens (attention_mask 1) that are learned."""
@@ -145,6 +174,8 @@ def check_learned_share(learned_share, *, batch: dict):
     if math.isclose(share, expected, rel_tol=1e-4):
         return correct(f"{learned} of {real} tokens ({expected:.1%}): the loss comes from the answers alone, so its "
                        "value is an average over very few tokens per row.")
+    if rounded_too_far(share, expected):
+        return not_yet(ROUNDED_HINT)
     if share == learned:
         return not_yet("that is the number of learned tokens; divide it by the number of real tokens (attention_mask 1).")
     if math.isclose(share, 100 * expected, rel_tol=1e-4):

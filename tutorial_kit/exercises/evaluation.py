@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import random
 
 from helpers.evaluate import mcnemar, normalize_answer, wilson_interval
@@ -41,6 +42,9 @@ def check_normalize_validity(normalize_validity) -> object:
     if isinstance(answer, str) and answer.lower() == expected[reply] and answer != expected[reply]:
         return not_yet(f"for {reply!r} you return {answer!r}; the dataset writes its answers in lower case: "
                        f"{expected[reply]!r}.")
+    if normalize_validity("invalid") == "invalid" and got["Invalid."] != "invalid":
+        return not_yet(f"'invalid' gives 'invalid', but 'Invalid.' gives {got['Invalid.']!r}: models capitalise their "
+                       "replies. lower-case the reply first (reply.lower()), then look for the words.")
     if got["Invalid."] == "valid":
         return not_yet("'invalid' contains the letters 'valid': look for 'invalid' first (or match whole words).")
     negated = ("The argument is not valid", "It is not deductively valid.", "This argument isn't valid.")
@@ -68,6 +72,21 @@ def _close(a, b, tolerance: float = 1e-3) -> bool:
     return all(abs(x - y) <= tolerance for x, y in zip(a, b))
 
 
+def _number_pair(value) -> tuple[float, float] | None:
+    """Any two numbers in a row (tuple, list, numpy array) as floats; None for anything else."""
+    if isinstance(value, str | bytes | dict):
+        return None
+    try:
+        low, high = value
+        return float(low), float(high)
+    except (TypeError, ValueError):
+        return None
+
+
+def _clipped(interval: tuple[float, float]) -> tuple[float, float]:
+    return max(0.0, interval[0]), min(1.0, interval[1])
+
+
 @friendly
 def check_wilson_95(wilson_95) -> object:
     """`wilson_95(correct, total)` -> (low, high), the Wilson 95% interval as fractions between 0 and 1."""
@@ -76,10 +95,11 @@ def check_wilson_95(wilson_95) -> object:
     got = {case: wilson_95(*case) for case in WILSON_CASES}
     if _still_placeholder(got.values()):
         return not_yet(PLACEHOLDER_HINT)
+    pairs = {case: _number_pair(interval) for case, interval in got.items()}
     for case, interval in got.items():
-        if not isinstance(interval, tuple | list) or len(interval) != 2:
-            return not_yet(f"wilson_95{case} returned {interval!r}; return a pair (low, high).")
-    got = {case: (float(low), float(high)) for case, (low, high) in got.items()}
+        if pairs[case] is None:
+            return not_yet(f"wilson_95{case} returned {interval!r}; return a pair of numbers (low, high).")
+    got = pairs
     expected = {case: wilson_interval(*case) for case in WILSON_CASES}
     if all(_close(got[c], expected[c]) for c in WILSON_CASES):
         low, high = expected[(12, 25)]
@@ -89,6 +109,11 @@ def check_wilson_95(wilson_95) -> object:
         return not_yet("return fractions between 0 and 1, not percentages.")
     if all(_close(got[c], expected[c][::-1]) for c in WILSON_CASES):
         return not_yet("return (low, high), in that order.")
+    if all(_close(got[c], _clipped(_wald(*c))) for c in WILSON_CASES) and any(
+            not _close(got[c], _wald(*c)) for c in WILSON_CASES):
+        return not_yet("that is the normal (Wald) interval p ± z·√(p(1-p)/n), clipped to [0, 1]: clipping hides that it "
+                       "leaves the range, but at 0 of 8 it still has no width. Use Wilson's centre and half-width from "
+                       "the exercise text; they stay inside [0, 1] by themselves.")
     if all(_close(got[c], _wald(*c)) for c in WILSON_CASES):
         return not_yet("that is the normal (Wald) interval p ± z·√(p(1-p)/n): at 0 of 8 it has no width at all, and "
                        "it can leave [0, 1]. Wilson's centre moves towards 1/2 and its width has an extra z²/4n² term.")
@@ -121,6 +146,8 @@ def _expected_mcnemar(before, after):
 @friendly
 def check_mcnemar(fixed_broken_p) -> object:
     """`fixed_broken_p(before, after)` -> (fixed, broken, p_value) for two lists of booleans."""
+    from scipy.stats import binomtest
+
     if not callable(fixed_broken_p):
         return not_yet("pass the function itself, `fixed_broken_p`, without calling it.")
     cases = [paired_results(seed) for seed in (4, 11)] + [([True, False, True], [True, False, True])]
@@ -138,6 +165,13 @@ def check_mcnemar(fixed_broken_p) -> object:
     for result in results:
         if not isinstance(result, tuple | list) or len(result) != 3:
             return not_yet(f"return three values (fixed, broken, p_value); got {result!r}.")
+    for *_, p_value in results:
+        if hasattr(p_value, "pvalue"):
+            return not_yet(f"your p_value is a {type(p_value).__name__} object, the whole test result: "
+                           "return binomtest(...).pvalue, a number.")
+        if not isinstance(p_value, numbers.Real) or isinstance(p_value, bool):
+            return not_yet(f"p_value should be a number between 0 and 1; you returned a {type(p_value).__name__} "
+                           f"({p_value!r}).")
     for (before, after), (fixed, broken, p_value) in zip(cases, results):
         expected = _expected_mcnemar(before, after)
         if (fixed, broken) == (expected.only_before, expected.only_after) and fixed != broken:
@@ -149,10 +183,14 @@ def check_mcnemar(fixed_broken_p) -> object:
             return not_yet(f"on {len(before)} questions you count {fixed} fixed and {broken} broken; expected "
                            f"{expected.only_after} and {expected.only_before}. Fixed: wrong before and right after.")
         if not math.isclose(float(p_value), expected.p_value, rel_tol=1e-6, abs_tol=1e-12):
+            one_sided = [binomtest(fixed, fixed + broken, alternative=side).pvalue
+                         for side in ("less", "greater")] if fixed + broken else []
             if math.isclose(2 * float(p_value), expected.p_value, rel_tol=1e-6) or (
-                    expected.p_value == 1.0 and float(p_value) == 0.5):
-                return not_yet("that is a one-sided p-value: the question is whether fine-tuning changed accuracy in "
-                               "either direction, so use the two-sided test (`binomtest`'s default).")
+                    expected.p_value == 1.0 and float(p_value) == 0.5) or any(
+                    math.isclose(float(p_value), p, rel_tol=1e-6) for p in one_sided):
+                return not_yet("that is a one-sided p-value (alternative=\"less\" or \"greater\"): the question is "
+                               "whether fine-tuning changed accuracy in either direction, so use the two-sided test, "
+                               "`binomtest`'s default (alternative=\"two-sided\").")
             if fixed + broken == 0:
                 return not_yet(NO_DISAGREEMENT_HINT + f" (You returned p = {float(p_value)!r}.)")
             return not_yet(f"the counts are right ({fixed}, {broken}); the p-value {float(p_value):.4f} should be "

@@ -27,6 +27,19 @@ def _processor_audio_tokens(processor, seconds: float) -> int:
     return int((encoded["input_ids"] == processor.audio_token_id).sum())
 
 
+ROUNDED_HINT = ("right method, rounded too far: keep more digits. Give the unrounded value and round only "
+                "when you print it.")
+
+
+def rounded_too_far(given: float, expected: float, min_decimals: int = 2) -> bool:
+    """`given` is `expected` rounded to a few decimals (at least `min_decimals`), too few to pass the check."""
+    given = float(given)
+    return given != 0 and any(
+        math.isclose(given, round(given, d), rel_tol=1e-12, abs_tol=1e-15)
+        and abs(given - expected) <= 0.5 * 10**-d * (1 + 1e-9)
+        for d in range(min_decimals, 6))
+
+
 def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -38,22 +51,27 @@ def check_audio_token_count(audio_token_count, *, processor):
     if not callable(audio_token_count):
         return not_yet("`audio_token_count` should be a function: `def audio_token_count(seconds): ...` "
                        "that returns a number of tokens.")
-    for seconds in CLIP_SECONDS:
-        given = audio_token_count(seconds)
+    answers = {seconds: audio_token_count(seconds) for seconds in CLIP_SECONDS}
+    for seconds, given in answers.items():
         if given is None or given is Ellipsis:
             return not_yet(PLACEHOLDER_HINT + " (Your function returns None: give it a `return`.)")
-        expected = _processor_audio_tokens(processor, seconds)
-        per_chunk = expected // num_chunks(round(seconds * SAMPLING_RATE))
         if not _is_number(given):
             return not_yet(f"audio_token_count({seconds}) returned {type(given).__name__} {given!r}; return a whole number.")
-        if given == expected and not isinstance(given, numbers.Integral):
-            return not_yet(f"audio_token_count({seconds}) returned {given!r}, the right value as a float: "
-                           "a number of tokens is a whole number, return an int.")
-        if given == expected:
+    if len(set(answers.values())) == 1:
+        return not_yet(f"your function returns {answers[CLIP_SECONDS[0]]!r} whatever the duration. Use `seconds`: "
+                       "a 12-s clip fits one 30-s chunk, but a 30.1-s clip needs two chunks, and each chunk costs "
+                       "the same number of tokens.")
+    for seconds, given in answers.items():
+        expected = _processor_audio_tokens(processor, seconds)
+        per_chunk = expected // num_chunks(round(seconds * SAMPLING_RATE))
+        if given == expected:  # an int, or a float equal to it (as every check accepts whole numbers)
             continue
         if abs(given - seconds * per_chunk / CHUNK_SECONDS) <= 1:  # rounded or not
             return not_yet(f"audio_token_count({seconds}) = {given!r}: that is 12.5 tokens per second of speech, but the "
                            "audio is padded to whole 30-s chunks first, so every started chunk costs all its tokens.")
+        if given != math.floor(given):
+            return not_yet(f"audio_token_count({seconds}) = {given!r}: return a whole number, a number of tokens. "
+                           "Count the 30-s chunks the clip needs, then the tokens of each.")
         if given == seconds // CHUNK_SECONDS * per_chunk:
             return not_yet(f"audio_token_count({seconds}) = {given!r}: round the number of chunks up, not down "
                            "(math.ceil): a clip shorter than 30 s still fills one whole chunk.")
@@ -83,6 +101,8 @@ def check_padding_share(padding_share, *, seconds):
     if math.isclose(padding_share, expected, abs_tol=1e-3):
         return correct(f"{expected:.0%} of the encoder's work is on silence added to fill the 30-s chunks. "
                        "A 5-s clip costs as much as a 30-s one: chunks, not seconds of speech, set the audio compute.")
+    if rounded_too_far(padding_share, expected):
+        return not_yet(ROUNDED_HINT)
     if math.isclose(padding_share, 1 - expected, abs_tol=1e-3):
         return not_yet("that is the share of real audio; the question asks for the padding, the rest.")
     if math.isclose(padding_share, 100 * expected, abs_tol=0.1):
@@ -130,27 +150,26 @@ def check_majority_baseline(majority_accuracy, *, train, test, category: str):
                    and math.isclose(majority_accuracy, test_answers.count(a) / len(test_answers), abs_tol=1e-6)]
     whole_name = "the most common answer" if len(overall_top) == 1 else "one of the most common answers"
     # With two possible answers these mistakes give the same number: name each one that fits.
+    # the likeliest first; `what` names the number, `hint` says what to do instead
     causes = [
         (math.isclose(majority_accuracy, test_majority[1] / len(test_answers), abs_tol=1e-6),
-         f"It is the share of the test split's most common answer ({test_majority[0]!r}).",
-         f"you took the most common answer of the test split ({test_majority[0]!r}): choose it from the "
-         "training split, as a model would have to, then score it on the test split."),
+         f"the share of the test split's most common answer ({test_majority[0]!r})",
+         f"choose the answer from the training rows of {category}, as a model would have to, then score it on "
+         "the test rows."),
         (bool(whole_train),
-         f"It is how often {whole_train[0]!r}, {whole_name} of the whole training split, is right." if whole_train else "",
-         f"{whole_train[0]!r} is {whole_name} of the whole training split. "
-         f"Take the most common answer among its {category} rows only." if whole_train else ""),
+         f"how often {whole_train[0]!r}, {whole_name} of the whole training split, is right" if whole_train else "",
+         f"take the most common answer among the training rows of {category} only."),
         (all(math.isclose(majority_accuracy, 1 - a, abs_tol=1e-6) for a in accuracies.values()),
-         f"It is how often {tied[0]!r} is wrong.",
-         "that is how often the majority answer is wrong; accuracy counts how often it is right."),
+         f"how often {tied[0]!r} is wrong",
+         "accuracy counts how often the majority answer is right."),
     ]
-    fits = [(sentence, hint) for fit, sentence, hint in causes if fit]
-    if len(fits) == 1:
-        return not_yet(fits[0][1])
+    fits = [(what, hint) for fit, what, hint in causes if fit]
+    if len(fits) == 1 and causes[2][0]:
+        return not_yet("that is how often the majority answer is wrong; accuracy counts how often it is right.")
     if fits:
-        return not_yet(f"{majority_accuracy:g} is what {len(fits)} different mistakes give. "
-                       + " ".join(sentence for sentence, _ in fits)
-                       + f" Choose the most common answer among the training rows of {category}, "
-                       "then count how often it is right on its test rows.")
+        (what, hint), others = fits[0], [other for other, _ in fits[1:]]
+        also = f" (It is also {' and '.join(others)}.)" if others else ""
+        return not_yet(f"that is {what}: {hint}{also}")
     if any(math.isclose(majority_accuracy, counts[answer] / len(train_answers), abs_tol=1e-6) for answer in tied):
         return not_yet(f"that is how often {tied[0]!r} is right on the training rows, where it was chosen. "
                        f"Score it on the test rows of {category}: data the choice never saw.")

@@ -90,6 +90,10 @@ def check_lora_forward(lora_forward) -> object:
                 if torch.allclose(got, expected, atol=1e-5):
                     continue
                 where = f"with r={r}, lora_alpha={alpha} (a {layer.out_features} x {layer.in_features} layer):"
+                if alpha / r != 32 / 8 and torch.allclose(got, _lora_output(layer, x, 32 / 8), atol=1e-5):
+                    return not_yet(f"{where} you scaled by 4, the tutorial's 32 / 8 copied. Compute lora_alpha / r "
+                                   "from the layer: layer.lora_alpha['default'] / layer.r['default'] "
+                                   f"(here {alpha} / {r} = {alpha / r:g}).")
                 mistakes = {
                     1.0: "you left out the scale: the update B·A·x is multiplied by lora_alpha / r.",
                     alpha: "you scaled by lora_alpha alone: divide it by r (lora_alpha / r).",
@@ -100,6 +104,10 @@ def check_lora_forward(lora_forward) -> object:
                 for scale, hint in mistakes.items():
                     if torch.allclose(got, _lora_output(layer, x, scale), atol=1e-5):
                         return not_yet(f"{where} {hint}")
+                bias = layer.base_layer.bias
+                if bias is not None and torch.allclose(got + bias, expected, atol=1e-5):
+                    return not_yet(f"{where} the bias is missing: base_layer(x) includes the bias, x @ W.T does not. "
+                                   "Use layer.base_layer(x) (or add layer.base_layer.bias).")
                 if torch.allclose(got, expected - layer.base_layer(x), atol=1e-5):
                     return not_yet(f"{where} that is the update alone: add the frozen layer's own output W·x (+ bias).")
                 return not_yet(f"{where} your output differs from peft's by up to {(got - expected).abs().max():.3g}. "
@@ -187,6 +195,13 @@ def check_optimizer_steps(optimizer_steps) -> object:
             continue
         where = (f"{rows} rows in micro-batches of {micro_batch}, {accumulation} per step: you return {got!r}, "
                  f"Trainer makes {expected}.")
+        if got in (rows // (micro_batch * accumulation) + 1, (rows // micro_batch) // accumulation + 1):
+            return not_yet(f"{where} That is one step too many: {rows} rows divide evenly into steps of "
+                           f"{micro_batch * accumulation}, so no smaller last step is left over. Rounding down and "
+                           "adding one adds a step whenever they divide; round up instead (math.ceil).")
+        if expected and got % expected == 0 and 2 <= got // expected <= 10 and not isinstance(got, bool):
+            return not_yet(f"{where} That is {got // expected} epochs' worth: count the steps of one epoch "
+                           "(the table in the notebook shows the total over all epochs).")
         if got == rows // (micro_batch * accumulation) or got == (rows // micro_batch) // accumulation:
             return not_yet(f"{where} The last, smaller batch still makes a step: round up, not down.")
         if got == math.ceil(rows / micro_batch):

@@ -9,6 +9,7 @@ with LoRA on both, so that no training run and no download is needed.
 from __future__ import annotations
 
 import copy
+import math
 from collections import OrderedDict
 
 import torch
@@ -54,7 +55,15 @@ def check_merge_by_hand(merge_by_hand) -> object:
     for name in names:
         layer = model.base_model.model.get_submodule(name)
         untouched = [p.detach().clone() for p in layer.parameters()]
-        result = merge_by_hand(layer)
+        try:
+            result = merge_by_hand(layer)
+        except RuntimeError as error:
+            if "must match the size" not in str(error) and "cannot be multiplied" not in str(error):
+                raise
+            up, down = layer.lora_B["default"].weight, layer.lora_A["default"].weight
+            return not_yet(f"{name}: your code raised RuntimeError: {error}. B is {tuple(up.shape)} and A is "
+                           f"{tuple(down.shape)}: the merged weight is W + scale * B @ A, B first, which has W's shape "
+                           "(A.T @ B.T is its transpose, the order of x @ A.T @ B.T on a batch of inputs).")
         if unanswered(result):
             return not_yet(PLACEHOLDER_HINT)
         if not isinstance(result, torch.Tensor):
@@ -97,6 +106,27 @@ def _bytes(tensors) -> int:
 
 MB = 10**6
 
+ROUNDED_HINT = ("right method, rounded too far: keep more digits. Give the unrounded values and round only "
+                "when you print them.")
+
+
+def rounded_too_far(given: float, expected: float, min_decimals: int = 1) -> bool:
+    """`given` is `expected` rounded to a few decimals (at least `min_decimals`), too few to pass the check."""
+    return given != 0 and any(
+        math.isclose(given, round(given, d), rel_tol=1e-12, abs_tol=1e-15)
+        and abs(given - expected) <= 0.5 * 10**-d * (1 + 1e-9)
+        for d in range(min_decimals, 7))
+
+
+def _saved_adapter_bytes(model) -> int:
+    """The size of the adapter_model.safetensors that save_pretrained writes: the tensors and a JSON header."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        return os.path.getsize(os.path.join(folder, "adapter_model.safetensors"))
+
 
 @friendly
 def check_sizes_mb(sizes_mb) -> object:
@@ -120,9 +150,22 @@ def check_sizes_mb(sizes_mb) -> object:
     def near(value, expected):
         return abs(value - expected) <= 1e-6 * max(expected, 1)
 
+    file_bytes = _saved_adapter_bytes(model)
+    if near(adapter_mb, file_bytes / MB) and near(merged_mb, merged_bytes / MB):
+        return correct(f"{adapter_mb:.4f} MB is the file save_pretrained writes: the LoRA weights' "
+                       f"{adapter_bytes:,} bytes plus a header of {file_bytes - adapter_bytes:,} bytes that names each "
+                       f"tensor and its shape. The merged model's {merged_mb:.1f} MB is "
+                       f"{merged_bytes / adapter_bytes:.0f} times larger: share the adapter, merge only where you serve.")
     if near(adapter_mb, adapter_bytes / MB) and near(merged_mb, merged_bytes / MB):
         return correct(f"the adapter is {adapter_mb:.3f} MB, {adapter_bytes / merged_bytes:.1%} of the merged model's "
                        f"{merged_mb:.1f} MB: share the adapter, merge only where you serve.")
+    lora_count, base_count = sum(p.numel() for p in lora), sum(p.numel() for p in base)
+    if near(adapter_mb, lora_count / MB) or near(merged_mb, base_count / MB):
+        return not_yet("that counts parameters, not bytes: each parameter takes p.element_size() bytes "
+                       "(4 for float32, 2 for bfloat16), so sum p.numel() * p.element_size().")
+    if all(near(got, want) or rounded_too_far(got, want) for got, want in (
+            (adapter_mb, adapter_bytes / MB), (merged_mb, merged_bytes / MB))):
+        return not_yet(ROUNDED_HINT)
     if near(adapter_mb, adapter_bytes / 2**20) or near(merged_mb, merged_bytes / 2**20):
         return not_yet("use MB = 1,000,000 bytes; you divided by 2**20 (that is a MiB).")
     if near(adapter_mb, 8 * adapter_bytes / MB) or near(merged_mb, 8 * merged_bytes / MB):
@@ -136,7 +179,7 @@ def check_sizes_mb(sizes_mb) -> object:
         return not_yet("merging folds B @ A into W: the merged model has only the base parameters, no lora_A/lora_B.")
     if near(adapter_mb, _bytes(model.parameters()) / MB):
         return not_yet("the adapter holds only the LoRA weights (names containing 'lora_'), not the base model.")
-    if not near(adapter_mb, adapter_bytes / MB):
+    if not near(adapter_mb, adapter_bytes / MB) and not near(adapter_mb, file_bytes / MB):
         return not_yet(f"adapter: {adapter_mb:.4f} MB, expected {adapter_bytes / MB:.4f}. Sum numel() * element_size() "
                        "over the parameters whose name contains 'lora_', then divide by 1,000,000.")
     return not_yet(f"merged model: {merged_mb:.4f} MB, expected {merged_bytes / MB:.4f}. Sum numel() * element_size() "
