@@ -152,7 +152,7 @@ def log_mel_steps(audio: np.ndarray, power, mel_filters, log_mel, *, n_fft: int,
     image = spectrum.imshow(log_power, aspect="auto", origin="lower", cmap="magma", vmin=log_power.max() - 8,
                             extent=[0, shown / frames_per_second, 0, hz[-1]])
     # colour bars inside the margin, so panels 1, 3 and 5 keep one time axis width
-    fig.colorbar(image, cax=spectrum.inset_axes([1.015, 0, 0.018, 1]), label="log10 power")
+    fig.colorbar(image, cax=spectrum.inset_axes([1.015, 0, 0.018, 1]), label="power, shown on a log10 scale")
     spectrum.set_xlabel("time (s)")
     spectrum.set_ylabel("frequency (Hz)")
     spectrum.set_title(f"3. Each window's power at {power.shape[0]} frequencies, 0 to {hz[-1]:,.0f} Hz "
@@ -239,7 +239,7 @@ def voxtral_path_diagram(config, *, chunk_seconds: int = CHUNK_SECONDS, sampling
 
 
 def loss_curves(log_history: list[dict], title: str = "Training and evaluation loss"):
-    """Train and eval loss against the optimiser step, from `trainer.state.log_history`."""
+    """Train and eval loss against the optimizer step, from `trainer.state.log_history`."""
     train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
     evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h and "step" in h]
     if not train and not evals:
@@ -249,7 +249,7 @@ def loss_curves(log_history: list[dict], title: str = "Training and evaluation l
         ax.plot(*zip(*train), label="train loss", color=COLORS[0])
     if evals:
         ax.plot(*zip(*evals), "o-", label="eval loss", color=COLORS[1])
-    ax.set_xlabel("optimiser step")
+    ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (answer tokens)")
     ax.set_title(title)
     ax.legend()

@@ -191,7 +191,9 @@ class Server:
         self.stop()
 
     def __repr__(self) -> str:
-        state = "running" if self.running() else f"stopped ({self.process.returncode})"
+        code = self.process.returncode
+        state = ("running" if self.running() else f"stopped by {signal.Signals(-code).name}" if code is not None and code < 0
+                 else f"stopped (exit code {code})")
         return f"Server({self.model!r} at {self.base_url}, {state})"
 
 

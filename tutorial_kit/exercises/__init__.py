@@ -49,6 +49,19 @@ def unanswered(answer) -> bool:
 
 
 PLACEHOLDER_HINT = "replace the `...` with your answer, run that cell, then run this check again."
+ROUNDED_HINT = ("right method, rounded too far: keep more digits. Give the unrounded value and round only "
+                "when you print it.")
+
+
+def rounded_too_far(given: float, expected: float, min_decimals: int = 2, max_decimals: int = 5) -> bool:
+    """`given` is `expected` rounded to a few decimals (from `min_decimals` to `max_decimals`), too few to pass."""
+    import math
+
+    given = float(given)
+    return given != 0 and any(
+        math.isclose(given, round(given, d), rel_tol=1e-12, abs_tol=1e-15)
+        and abs(given - expected) <= 0.5 * 10**-d * (1 + 1e-9)
+        for d in range(min_decimals, max_decimals + 1))
 
 
 def friendly(check):

@@ -12,7 +12,7 @@ from functools import lru_cache
 import torch
 
 from helpers.collator import IGNORE_INDEX, VoxtralAudioCollator
-from tutorial_kit.exercises import PLACEHOLDER_HINT, correct, friendly, not_yet
+from tutorial_kit.exercises import PLACEHOLDER_HINT, ROUNDED_HINT, correct, friendly, not_yet, rounded_too_far
 
 RETURNS_NONE = PLACEHOLDER_HINT + " (Your function returns None: give it a `return`.)"
 
@@ -150,16 +150,7 @@ def check_unpadded_prompts(unpadded_prompts, *, processor, rows: list[dict]):
                    f"{len(given[row])} tokens. Where do the pads sit in a left-padded row?")
 
 
-ROUNDED_HINT = ("right method, rounded too far: keep more digits. Give the unrounded value and round only "
-                "when you print it.")
 
-
-def rounded_too_far(given: float, expected: float, min_decimals: int = 2) -> bool:
-    """`given` is `expected` rounded to a few decimals (at least `min_decimals`), too few to pass the check."""
-    return given != 0 and any(
-        math.isclose(given, round(given, d), rel_tol=1e-12, abs_tol=1e-15)
-        and abs(given - expected) <= 0.5 * 10**-d * (1 + 1e-9)
-        for d in range(min_decimals, 6))
 
 
 @friendly

@@ -13,7 +13,7 @@ import numpy as np
 
 from helpers.audio import CHUNK_SECONDS, SAMPLING_RATE, num_chunks
 from helpers.tasks import CATEGORIES, build_conversation
-from tutorial_kit.exercises import PLACEHOLDER_HINT, correct, friendly, not_yet
+from tutorial_kit.exercises import PLACEHOLDER_HINT, ROUNDED_HINT, correct, friendly, not_yet, rounded_too_far
 
 # Short, exactly on a boundary, just over it, and several chunks: where the usual mistakes show.
 CLIP_SECONDS = (0.5, 12.0, 30.0, 30.1, 45.0, 61.0)
@@ -27,17 +27,7 @@ def _processor_audio_tokens(processor, seconds: float) -> int:
     return int((encoded["input_ids"] == processor.audio_token_id).sum())
 
 
-ROUNDED_HINT = ("right method, rounded too far: keep more digits. Give the unrounded value and round only "
-                "when you print it.")
 
-
-def rounded_too_far(given: float, expected: float, min_decimals: int = 2) -> bool:
-    """`given` is `expected` rounded to a few decimals (at least `min_decimals`), too few to pass the check."""
-    given = float(given)
-    return given != 0 and any(
-        math.isclose(given, round(given, d), rel_tol=1e-12, abs_tol=1e-15)
-        and abs(given - expected) <= 0.5 * 10**-d * (1 + 1e-9)
-        for d in range(min_decimals, 6))
 
 
 def _is_number(value) -> bool:

@@ -9,12 +9,11 @@ with LoRA on both, so that no training run and no download is needed.
 from __future__ import annotations
 
 import copy
-import math
 from collections import OrderedDict
 
 import torch
 
-from tutorial_kit.exercises import PLACEHOLDER_HINT, correct, friendly, not_yet, unanswered
+from tutorial_kit.exercises import PLACEHOLDER_HINT, ROUNDED_HINT, correct, friendly, not_yet, rounded_too_far, unanswered
 
 RANK, ALPHA = 4, 12  # a scale alpha/r of 3, not the tutorial's 32/8 = 4, so that a copied constant shows
 
@@ -106,16 +105,7 @@ def _bytes(tensors) -> int:
 
 MB = 10**6
 
-ROUNDED_HINT = ("right method, rounded too far: keep more digits. Give the unrounded values and round only "
-                "when you print them.")
 
-
-def rounded_too_far(given: float, expected: float, min_decimals: int = 1) -> bool:
-    """`given` is `expected` rounded to a few decimals (at least `min_decimals`), too few to pass the check."""
-    return given != 0 and any(
-        math.isclose(given, round(given, d), rel_tol=1e-12, abs_tol=1e-15)
-        and abs(given - expected) <= 0.5 * 10**-d * (1 + 1e-9)
-        for d in range(min_decimals, 7))
 
 
 def _saved_adapter_bytes(model) -> int:
@@ -163,7 +153,7 @@ def check_sizes_mb(sizes_mb) -> object:
     if near(adapter_mb, lora_count / MB) or near(merged_mb, base_count / MB):
         return not_yet("that counts parameters, not bytes: each parameter takes p.element_size() bytes "
                        "(4 for float32, 2 for bfloat16), so sum p.numel() * p.element_size().")
-    if all(near(got, want) or rounded_too_far(got, want) for got, want in (
+    if all(near(got, want) or rounded_too_far(got, want, 1, 6) for got, want in (
             (adapter_mb, adapter_bytes / MB), (merged_mb, merged_bytes / MB))):
         return not_yet(ROUNDED_HINT)
     if near(adapter_mb, adapter_bytes / 2**20) or near(merged_mb, merged_bytes / 2**20):
