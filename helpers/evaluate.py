@@ -206,7 +206,8 @@ def evaluate(model, processor, dataset, batch_size: int = 16, max_new_tokens: in
     collator = VoxtralAudioCollator(processor, dtype=model_dtype(model))
     predictions = []
     starts = range(0, len(dataset), batch_size)
-    for start in tqdm(starts, desc="evaluating", disable=not progress):
+    # disable only when asked: left unset, tqdm follows TQDM_DISABLE (executed copies are saved without bars)
+    for start in tqdm(starts, desc="evaluating", **({} if progress else {"disable": True})):
         rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         texts = generate_answers(model, processor, rows, max_new_tokens=max_new_tokens, collator=collator)
         for offset, (row, text) in enumerate(zip(rows, texts)):
