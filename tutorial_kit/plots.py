@@ -64,8 +64,10 @@ def durations(seconds: list[float], categories: list[str]):
         ax.spines[["top", "right"]].set_visible(False)
     axes[-1, 0].set_xlim(0, bins[-1])
     axes[-1, 0].set_xlabel("duration (s)", fontsize=10)
+    boundaries = len(np.arange(CHUNK_SECONDS, bins[-1], CHUNK_SECONDS))
     fig.suptitle("Audio durations: each clip is padded to whole 30-s chunks\n"
-                 "(dashed lines: chunk boundaries; a clip in the grey area costs two chunks or more)", fontsize=11)
+                 f"(dashed: {'the chunk boundary' if boundaries == 1 else 'chunk boundaries'}; "
+                 "a clip in the grey area costs two chunks or more)", fontsize=11)
     fig.tight_layout()
     return fig
 

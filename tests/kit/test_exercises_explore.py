@@ -226,3 +226,12 @@ def test_majority_baseline_wrong_way_round():
     test = split(["Yes", "Yes", "Yes", "No"])  # majority right 3 times in 4
     feedback = exercises.check_majority_baseline(0.25, train=TRAIN, test=test, category="navigate")
     assert not feedback and "how often the majority answer is wrong" in feedback.message
+
+
+def test_chunks_rounded_to_the_nearest_are_told_why_a_long_clip_needs_more(processor):
+    from tutorial_kit.exercises import explore
+
+    # round() to the nearest chunk, at least one: right below 30 s, one chunk short at 30.1 s
+    feedback = explore.check_audio_token_count(lambda seconds: max(1, round(seconds / 30)) * 375, processor=processor)
+    assert not feedback and "a 30.1-s clip needs 2 chunks" in feedback.message
+    assert "shorter than 30 s" not in feedback.message

@@ -133,9 +133,8 @@ def paired_results(seed: int = 4, size: int = 100) -> tuple[list[bool], list[boo
 
 
 NO_DISAGREEMENT_HINT = (
-    "when the two models never disagree there are no discordant pairs: fixed = broken = 0, a table of zeros. "
-    "A binomial test of 0 tosses has nothing to test (`binomtest(0, 0)` raises), and no disagreement is no "
-    "evidence of a change: return p = 1.0 when fixed + broken is 0.")
+    "here the two models never disagree: fixed = broken = 0. `binomtest(0, 0)` raises, since 0 tosses test "
+    "nothing. No disagreement is no evidence of a change: return p = 1.0 when fixed + broken is 0.")
 
 
 def _expected_mcnemar(before, after):

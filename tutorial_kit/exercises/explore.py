@@ -63,8 +63,11 @@ def check_audio_token_count(audio_token_count, *, processor):
             return not_yet(f"audio_token_count({seconds}) = {given!r}: return a whole number, a number of tokens. "
                            "Count the 30-s chunks the clip needs, then the tokens of each.")
         if given == seconds // CHUNK_SECONDS * per_chunk:
+            why = ("a clip shorter than 30 s still fills one whole chunk" if seconds < CHUNK_SECONDS else
+                   f"a {seconds:g}-s clip needs {math.ceil(seconds / CHUNK_SECONDS)} chunks, since any started chunk "
+                   "is padded to a whole one")
             return not_yet(f"audio_token_count({seconds}) = {given!r}: round the number of chunks up, not down "
-                           "(math.ceil): a clip shorter than 30 s still fills one whole chunk.")
+                           f"(math.ceil): {why}.")
         if given == (seconds // CHUNK_SECONDS + 1) * per_chunk:  # floor + 1 equals ceil except on a boundary
             chunks = int(seconds // CHUNK_SECONDS)
             return not_yet(f"audio_token_count({seconds}) = {given!r}, one chunk too many. A clip of exactly {seconds:g} s "
