@@ -185,3 +185,15 @@ def test_learned_share_mistakes(batch, mistake, hint):
               "text": f"{learned / real}", "placeholder": ...}[mistake]
     feedback = exercises.check_learned_share(answer, batch=batch)
     assert not feedback and hint in feedback.message
+
+
+def test_unpadded_prompts_that_lose_tokens_are_told_which(processor, rows):
+    def without_first(input_ids, attention_mask):
+        return [ids[mask.bool()][1:].tolist() for ids, mask in zip(input_ids, attention_mask)]
+
+    def without_last(input_ids, attention_mask):
+        return [ids[mask.bool()][:-1].tolist() for ids, mask in zip(input_ids, attention_mask)]
+
+    for answer, lost in ((without_first, "without its first token, `<s>`"), (without_last, "without its last tokens")):
+        feedback = exercises.check_unpadded_prompts(answer, processor=processor, rows=rows)
+        assert not feedback and lost in feedback.message and "pads" not in feedback.message
