@@ -165,3 +165,14 @@ def test_the_wheel_ships_every_module_of_both_packages(tmp_path):
     shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
     on_disk = {str(path.relative_to(ROOT)) for folder in PACKAGES for path in folder.rglob("*.py")}
     assert on_disk <= shipped, f"not in the wheel: {sorted(on_disk - shipped)}"
+
+
+def test_every_test_file_the_docs_name_exists():
+    """README.md and the guides name the test that covers each claim: each must exist, under tests/."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    existing = {path.name for path in (root / "tests").rglob("test_*.py")}
+    for doc in ("README.md", "benchmarks/README.md", "workshop/README.md"):
+        named = set(re.findall(r"\btest_\w+\.py\b", (root / doc).read_text()))
+        assert named <= existing, (doc, sorted(named - existing))
