@@ -557,15 +557,9 @@ EVALUATION_SIZES = {"gpu": {"rows": 32, "max_new_tokens": 16}, "dry": {"rows": 8
 
 def generation_flops(config, rows: list[tuple[int, int]], new_tokens: int) -> float:
     """Forward FLOPs per greedy answer, averaged over `rows` of (prompt tokens, 30-s chunks): see FLOPS_COUNTED."""
-    import torch
-    from transformers import VoxtralForConditionalGeneration
+    from benchmarks.train_step import parameter_counts
 
-    with torch.device("meta"):
-        model = VoxtralForConditionalGeneration(config)
-    audio = sum(p.numel() for p in model.model.audio_tower.parameters())
-    head = model.lm_head.weight.numel()
-    text = sum(p.numel() for n, p in model.named_parameters()
-               if "audio_tower" not in n and "embed_tokens" not in n and not n.startswith("lm_head"))
+    audio, head, text = parameter_counts(config)
     total = sum(2 * audio * 1500 * chunks + 2 * text * (prompt + new_tokens) + 2 * head * new_tokens for prompt, chunks in rows)
     return total / len(rows)
 

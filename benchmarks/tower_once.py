@@ -38,18 +38,12 @@ def tower_share_full_size(answer_tokens: int = 3) -> dict:
     frozen), attention scores (4 x positions^2 x width per layer, forward) included, the output head
     only on the answer's tokens (the answer-only loss); and again with activation checkpointing's
     second forward pass of the language model."""
-    from transformers import VoxtralForConditionalGeneration
+    from benchmarks.train_step import AUDIO_TOKENS, TEXT_TOKENS, full_size_config, parameter_counts
 
-    from benchmarks.train_step import AUDIO_TOKENS, TEXT_TOKENS, full_size_config
-
-    with torch.device("meta"):
-        model = VoxtralForConditionalGeneration(full_size_config())
-    tower = sum(p.numel() for p in model.model.audio_tower.parameters())
-    head = model.lm_head.weight.numel()
-    rest = sum(p.numel() for n, p in model.named_parameters()
-               if "audio_tower" not in n and "embed_tokens" not in n and not n.startswith("lm_head"))
+    config = full_size_config()
+    tower, head, rest = parameter_counts(config)
     tokens = 3 + AUDIO_TOKENS + TEXT_TOKENS
-    audio, text = model.config.audio_config, model.config.text_config
+    audio, text = config.audio_config, config.text_config
     positions = audio.max_source_positions
     tower_flops = 2 * tower * positions + 4 * positions**2 * audio.hidden_size * audio.num_hidden_layers
     text_attention = 4 * tokens**2 * text.num_attention_heads * text.head_dim * text.num_hidden_layers

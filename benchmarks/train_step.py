@@ -131,6 +131,20 @@ def batch(config, size: int, device: str, dtype: torch.dtype, chunks: int = 1) -
     }
 
 
+def parameter_counts(config) -> tuple[int, int, int]:
+    """(audio tower, output head, the rest) parameters of the architecture, counted on the meta device.
+    The input embeddings are left out: a lookup, no arithmetic."""
+    from transformers import VoxtralForConditionalGeneration
+
+    with torch.device("meta"):
+        model = VoxtralForConditionalGeneration(config)
+    tower = sum(p.numel() for p in model.model.audio_tower.parameters())
+    head = model.lm_head.weight.numel()
+    rest = sum(p.numel() for n, p in model.named_parameters()
+               if "audio_tower" not in n and "embed_tokens" not in n and not n.startswith("lm_head"))
+    return tower, head, rest
+
+
 def model_flops_per_sample(config, chunks: int = 1) -> float:
     """FLOPs one training sample needs, counted from the architecture (a 4-bit model's packed
     weights would undercount). The frozen audio tower runs forward only (2 FLOPs per weight per
@@ -138,14 +152,9 @@ def model_flops_per_sample(config, chunks: int = 1) -> float:
     for the activations only (2): its weights are frozen, so no weight gradients, and LoRA's own
     are negligible. Attention scores are left out (small at 438 tokens); so is the recomputation
     that gradient checkpointing adds, which is overhead, not model FLOPs."""
-    from transformers import VoxtralForConditionalGeneration
-
-    with torch.device("meta"):
-        model = VoxtralForConditionalGeneration(config)
-    audio = sum(p.numel() for p in model.model.audio_tower.parameters())
-    text = sum(p.numel() for n, p in model.named_parameters() if "audio_tower" not in n and "embed_tokens" not in n)
+    audio, head, rest = parameter_counts(config)
     tokens = 3 + chunks * AUDIO_TOKENS + TEXT_TOKENS
-    return 2 * audio * 1500 * chunks + 4 * text * tokens
+    return 2 * audio * 1500 * chunks + 4 * (rest + head) * tokens
 
 
 def synchronize(device: str) -> None:

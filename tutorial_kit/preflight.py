@@ -136,13 +136,17 @@ def tower_output_gb_per_chunk(profile: Profile) -> float:
     return TOWER_POSITIONS * width * (2 if pick_dtype(profile) == torch.float16 else 4) / 1e9
 
 
+def training_rows(profile: Profile) -> int:
+    """Rows of the full dataset's training split: what is left after the test rows of each category (900)."""
+    return FULL_DATASET_ROWS - len(CATEGORIES) * profile.test_per_category
+
+
 def training_samples(profile: Profile) -> int:
     """Samples notebook 03 trains on: `VOXTRAL_MAX_STEPS` x the effective batch when set, else
     the epochs over the training split (3 x 900 = 2700 in the full profile)."""
     if profile.max_train_steps > 0:
         return profile.max_train_steps * profile.effective_batch_size
-    rows = FULL_DATASET_ROWS - len(CATEGORIES) * profile.test_per_category
-    return round(profile.train_epochs * rows)
+    return round(profile.train_epochs * training_rows(profile))
 
 
 def h100_rate(four_bit: bool, micro_batch: int, checkpointing: bool) -> tuple[float, str] | None:
@@ -560,7 +564,7 @@ class Preflight:
         dtype = pick_dtype(self.profile)
         tflops = self.measure_matmul(dtype)
         samples = training_samples(self.profile)
-        passes = samples / (FULL_DATASET_ROWS - len(CATEGORIES) * self.profile.test_per_category)
+        passes = samples / training_rows(self.profile)
         seconds = projected_seconds(samples, rate, tflops, tower_share=TOWER_SHARE[plan.activation_checkpointing],
                                     passes=passes)
         here = rate * tflops / H100_MATMUL_TFLOPS

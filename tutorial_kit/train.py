@@ -328,12 +328,12 @@ def run(options, callbacks=None) -> Path:
         # frozen, so DDP does not track it): no need to search the graph for unused ones each step.
         overrides.update(use_cpu=use_cpu, ddp_find_unused_parameters=False)
     eval_split = data["test"] if len(splits["test"]) else None
+    if eval_split is None:
+        overrides["eval_strategy"] = "no"
     tower_once = options.features == "tower"
     # The main process computes the frozen tower's output and writes it to the cache; the others read it.
     with state.main_process_first(), _input_checked():
         arguments = training_arguments(profile, checkpoints, **overrides)
-        if eval_split is None:
-            arguments.eval_strategy = "no"
         train_split, eval_split = trainer_splits(model, processor, arguments, data["train"], eval_split,
                                                  precompute=tower_once, cache_tower_output=tower_once)
     trainer = make_trainer(model, processor, profile, train_split, eval_split, output_dir=checkpoints,

@@ -49,6 +49,13 @@ def unanswered(answer) -> bool:
 
 
 PLACEHOLDER_HINT = "replace the `...` with your answer, run that cell, then run this check again."
+def is_number(value) -> bool:
+    """A real number, and not True/False (which Python counts as 1 and 0)."""
+    import numbers
+
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 ROUNDED_HINT = ("right method, rounded too far: keep more digits. Give the unrounded value and round only "
                 "when you print it.")
 

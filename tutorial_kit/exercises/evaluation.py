@@ -6,11 +6,10 @@
 from __future__ import annotations
 
 import math
-import numbers
 import random
 
 from helpers.evaluate import mcnemar, normalize_answer, wilson_interval
-from tutorial_kit.exercises import PLACEHOLDER_HINT, correct, friendly, not_yet
+from tutorial_kit.exercises import PLACEHOLDER_HINT, correct, friendly, is_number, not_yet
 
 # Replies a model really gives to "valid or invalid?", with the traps a first attempt falls into.
 VALIDITY_REPLIES = (
@@ -168,7 +167,7 @@ def check_mcnemar(fixed_broken_p) -> object:
         if hasattr(p_value, "pvalue"):
             return not_yet(f"your p_value is a {type(p_value).__name__} object, the whole test result: "
                            "return binomtest(...).pvalue, a number.")
-        if not isinstance(p_value, numbers.Real) or isinstance(p_value, bool):
+        if not is_number(p_value):
             return not_yet(f"p_value should be a number between 0 and 1; you returned a {type(p_value).__name__} "
                            f"({p_value!r}).")
     for (before, after), (fixed, broken, p_value) in zip(cases, results):

@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections import Counter
 
 import numpy as np
 
 from helpers.audio import CHUNK_SECONDS, SAMPLING_RATE, num_chunks
 from helpers.tasks import CATEGORIES, build_conversation
-from tutorial_kit.exercises import PLACEHOLDER_HINT, ROUNDED_HINT, correct, friendly, not_yet, rounded_too_far
+from tutorial_kit.exercises import PLACEHOLDER_HINT, ROUNDED_HINT, correct, friendly, is_number, not_yet, rounded_too_far
 
 # Short, exactly on a boundary, just over it, and several chunks: where the usual mistakes show.
 CLIP_SECONDS = (0.5, 12.0, 30.0, 30.1, 45.0, 61.0)
@@ -30,10 +29,6 @@ def _processor_audio_tokens(processor, seconds: float) -> int:
 
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 @friendly
 def check_audio_token_count(audio_token_count, *, processor):
     """`audio_token_count(seconds)` must return the number of `[AUDIO]` tokens Voxtral's prompt
@@ -45,7 +40,7 @@ def check_audio_token_count(audio_token_count, *, processor):
     for seconds, given in answers.items():
         if given is None or given is Ellipsis:
             return not_yet(PLACEHOLDER_HINT + " (Your function returns None: give it a `return`.)")
-        if not _is_number(given):
+        if not is_number(given):
             return not_yet(f"audio_token_count({seconds}) returned {type(given).__name__} {given!r}; return a whole number.")
     if len(set(answers.values())) == 1:
         return not_yet(f"your function returns {answers[CLIP_SECONDS[0]]!r} whatever the duration. Use `seconds`: "
@@ -86,7 +81,7 @@ def check_audio_token_count(audio_token_count, *, processor):
 @friendly
 def check_padding_share(padding_share, *, seconds):
     """`padding_share`: the fraction of the audio the encoder processes that is padding, over all clips."""
-    if not _is_number(padding_share):
+    if not is_number(padding_share):
         return not_yet(f"padding_share should be a number between 0 and 1, not {type(padding_share).__name__}.")
     seconds = np.asarray(seconds, dtype=float)
     padded = sum(num_chunks(round(s * SAMPLING_RATE)) * CHUNK_SECONDS for s in seconds)
@@ -121,7 +116,7 @@ def _answers(dataset, category) -> list[str]:
 @friendly
 def check_majority_baseline(majority_accuracy, *, train, test, category: str):
     """`majority_accuracy`: the test accuracy of always giving `category`'s most common training answer."""
-    if not _is_number(majority_accuracy):
+    if not is_number(majority_accuracy):
         return not_yet(f"majority_accuracy should be a number between 0 and 1, not {type(majority_accuracy).__name__}.")
     train_answers, test_answers = _answers(train, category), _answers(test, category)
     if not train_answers or not test_answers:
