@@ -199,15 +199,14 @@ def evaluate(model, processor, dataset, batch_size: int = 16, max_new_tokens: in
     per category and overall beside the majority-class and random baselines (majority taken
     from `reference_dataset`, e.g. the train split, when given) and the unparseable rate.
     """
-    from tqdm.auto import tqdm
+    from huggingface_hub.utils import tqdm  # tqdm.auto's bar that HF_HUB_DISABLE_PROGRESS_BARS turns off too
 
     if len(dataset) == 0:
         raise ValueError("Cannot evaluate an empty dataset.")
     collator = VoxtralAudioCollator(processor, dtype=model_dtype(model))
     predictions = []
     starts = range(0, len(dataset), batch_size)
-    # disable only when asked: left unset, tqdm follows TQDM_DISABLE (executed copies are saved without bars)
-    for start in tqdm(starts, desc="evaluating", **({} if progress else {"disable": True})):
+    for start in tqdm(starts, desc="evaluating", disable=not progress):
         rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         texts = generate_answers(model, processor, rows, max_new_tokens=max_new_tokens, collator=collator)
         for offset, (row, text) in enumerate(zip(rows, texts)):

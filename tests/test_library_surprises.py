@@ -217,3 +217,20 @@ def test_audiofolder_cannot_read_an_absolute_file_name(tmp_path):
 
     with pytest.raises(DatasetGenerationError):
         _audiofolder(tmp_path, "metadata.csv", f"file_name,answer\n{tmp_path / 'clips' / '0.wav'},a\n")
+
+
+def test_tqdms_notebook_bar_ignores_tqdm_disable():
+    """TQDM_DISABLE=1 turns off tqdm's terminal bar, not its notebook bar (what tqdm.auto gives in a kernel),
+    so an executed notebook kept a bar stuck at 0%; helpers.evaluate uses huggingface_hub's tqdm, which
+    HF_HUB_DISABLE_PROGRESS_BARS turns off (the Makefile's tutorial target sets it)."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("from tqdm import tqdm as terminal; from tqdm.notebook import tqdm as notebook; "
+              "from huggingface_hub.utils import tqdm as hub; "
+              "print('disabled:', terminal(range(1)).disable, notebook(range(1)).disable, hub(range(1), disable=False).disable)")
+    env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    result = next(line for line in done.stdout.splitlines() if line.startswith("disabled:"))
+    assert result.split()[1:] == ["True", "False", "True"]  # terminal, notebook (not turned off), huggingface_hub
