@@ -49,7 +49,8 @@ def adapter_location(profile: Profile) -> str | Path:
     chosen = os.environ.get(ADAPTER_ENV, "").strip()
     if not chosen:
         return outputs_dir(profile) / "adapter"
-    return Path(chosen) if Path(chosen).expanduser().exists() or not is_repo_id(chosen) else chosen
+    local = Path(chosen).expanduser()
+    return local.absolute() if local.exists() or not is_repo_id(chosen) else chosen
 
 
 def is_repo_id(text: str) -> bool:

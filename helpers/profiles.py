@@ -67,12 +67,20 @@ class Profile:
             f"  model:   {self.model_id}\n"
             f"  dataset: {self.dataset_id}\n"
             f"  test split: {self.test_per_category} per category; "
-            f"train: {self.train_epochs} epochs, effective batch {self.effective_batch_size}"
-            + (f" (micro-batch {self.per_device_batch_size})" if self.per_device_batch_size
-               else " (micro-batch from GPU memory)")
+            # Worded without "effective batch" and "micro-batch": notebook 00 prints this before 03 defines them.
+            f"train: {self.train_epochs} epochs, {self.effective_batch_size} clips per weight update"
+            + self._batch_split()
             + (f", at most {self.max_train_steps} steps" if self.max_train_steps > 0 else "")
             + (f", at most {self.train_minutes:g} minutes at a time" if self.train_minutes else "")
         )
+
+
+    def _batch_split(self) -> str:
+        if self.per_device_batch_size is None:
+            return " (in pieces sized to the GPU's memory)"
+        if self.per_device_batch_size < self.effective_batch_size:
+            return f" (in pieces of {self.per_device_batch_size})"
+        return ""
 
 
 def drive_folder() -> Path | None:
@@ -94,9 +102,12 @@ def outputs_dir(profile: Profile, on_drive: bool = True) -> Path:
     (a 9.4 GB merged model) on this machine.
     """
     if os.environ.get(OUTPUTS_ENV):
-        return Path(os.environ[OUTPUTS_ENV]) / profile.name
-    drive = drive_folder() if on_drive else None
-    return (drive / "outputs" if drive else Path("outputs")) / profile.name
+        chosen = Path(os.environ[OUTPUTS_ENV]).expanduser()
+    else:
+        drive = drive_folder() if on_drive else None
+        chosen = drive / "outputs" if drive else Path("outputs")
+    # Absolute, so a printed path says where the files are, and stays right if the directory changes.
+    return chosen.absolute() / profile.name
 
 
 KEY_PACKAGES = ("torch", "transformers", "peft", "datasets", "accelerate", "mistral_common", "torchcodec")

@@ -97,6 +97,10 @@ def test_adapter_from_the_environment_or_the_outputs_folder(profile, monkeypatch
     assert loading.adapter_location(profile) == tmp_path / "mine"
     monkeypatch.setenv("VOXTRAL_ADAPTER", "someone/voxtral-lora")
     assert loading.adapter_location(profile) == "someone/voxtral-lora"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "here").mkdir()
+    monkeypatch.setenv("VOXTRAL_ADAPTER", "./here")
+    assert loading.adapter_location(profile) == tmp_path / "here"  # printed where it is
 
 
 def test_adapter_from_a_hub_repo_id_is_downloaded(profile, fresh_model, processor, monkeypatch, tmp_path):

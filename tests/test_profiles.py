@@ -128,13 +128,25 @@ def test_outputs_go_to_google_drive_when_it_is_mounted_in_colab(monkeypatch, tmp
     monkeypatch.delenv(profiles.OUTPUTS_ENV, raising=False)
     monkeypatch.setenv(profiles.DRIVE_ENV, str(tmp_path / "drive"))
     full = get_profile("full")
-    assert profiles.outputs_dir(full) == profiles.Path("outputs") / "full"  # not Colab
+    assert profiles.outputs_dir(full) == profiles.Path.cwd() / "outputs" / "full"  # not Colab
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
-    assert profiles.outputs_dir(full) == profiles.Path("outputs") / "full"  # Colab, Drive not mounted
+    assert profiles.outputs_dir(full) == profiles.Path.cwd() / "outputs" / "full"  # Colab, Drive not mounted
     (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
     assert profiles.outputs_dir(full) == tmp_path / "drive" / "MyDrive" / "voxtral-tutorial" / "outputs" / "full"
     monkeypatch.setenv(profiles.OUTPUTS_ENV, str(tmp_path / "mine"))
     assert profiles.outputs_dir(full) == tmp_path / "mine" / "full"  # an explicit choice wins
+
+
+def test_outputs_are_named_by_absolute_paths(monkeypatch, tmp_path):
+    """A printed `outputs/tiny/adapter` says nothing about where it is (the notebook's folder, not the
+    repository's), and a relative path breaks once the working directory changes."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(profiles.OUTPUTS_ENV, raising=False)
+    assert profiles.outputs_dir(get_profile("tiny")) == tmp_path / "outputs" / "tiny"
+    monkeypatch.setenv(profiles.OUTPUTS_ENV, "relative/mine")
+    assert profiles.outputs_dir(get_profile("tiny")) == tmp_path / "relative" / "mine" / "tiny"
+    monkeypatch.setenv(profiles.OUTPUTS_ENV, "~/mine")
+    assert profiles.outputs_dir(get_profile("tiny")) == profiles.Path.home() / "mine" / "tiny"
 
 
 def test_big_outputs_stay_off_google_drive_unless_asked(monkeypatch, tmp_path):
@@ -148,6 +160,18 @@ def test_big_outputs_stay_off_google_drive_unless_asked(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
     full = get_profile("full")
-    assert profiles.outputs_dir(full, on_drive=False) == profiles.Path("outputs") / "full"
+    assert profiles.outputs_dir(full, on_drive=False) == profiles.Path.cwd() / "outputs" / "full"
     monkeypatch.setenv(profiles.OUTPUTS_ENV, str(tmp_path / "mine"))
     assert profiles.outputs_dir(full, on_drive=False) == tmp_path / "mine" / "full"
+
+
+def test_the_profile_summary_uses_no_word_notebook_03_has_not_defined_yet():
+    """Notebook 00 prints it first: 'effective batch' and 'micro-batch' only mean something after 03."""
+    from dataclasses import replace
+
+    full, tiny = get_profile("full"), get_profile("tiny")
+    assert "16 clips per weight update (in pieces sized to the GPU's memory)" in full.describe()
+    assert replace(full, per_device_batch_size=4).describe().count("(in pieces of 4)") == 1
+    assert f"{tiny.effective_batch_size} clips per weight update" in tiny.describe()
+    for profile in (full, tiny, replace(full, per_device_batch_size=4)):
+        assert "batch" not in profile.describe()
