@@ -141,8 +141,11 @@ def launch_demo(demo, **launch_options):
         print(COLAB_NOTE)
     launch_options.setdefault("prevent_thread_lock", True)
     launch_options.setdefault("show_error", True)
+    launch_options.setdefault("quiet", True)  # gradio's message advises share=True, which only Colab needs here
     demo.launch(**launch_options)
     _running.append(demo)
+    if not in_colab and getattr(demo, "local_url", None):
+        print(f"The app runs on this machine at {demo.local_url} and below.")
     if in_colab and demo.share_url:
         from IPython.display import HTML, display
 

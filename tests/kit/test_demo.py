@@ -198,3 +198,15 @@ def test_outside_colab_the_app_is_shown_inline_without_a_public_link(monkeypatch
     app = RecordedLaunch()
     demo_module.launch_demo(app)
     assert app.options["share"] is False and app.options.get("inline") is None  # gradio: inline in notebooks
+
+
+def test_outside_colab_gradio_does_not_advise_a_public_link(monkeypatch, capsys):
+    """Gradio's own launch message ends '* To create a public link, set `share=True`', advice a learner
+    on their own machine does not need: launch quietly and say where the app is instead."""
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    app = RecordedLaunch()
+    app.local_url = "http://127.0.0.1:7860/"
+    demo_module.launch_demo(app)
+    assert app.options["quiet"] is True
+    said = capsys.readouterr().out
+    assert "http://127.0.0.1:7860/" in said and "share" not in said

@@ -158,8 +158,8 @@ def check_attention_only_pattern(pattern, model=None) -> object:
     if missing:
         return not_yet(f"it misses {len(missing)} of the {len(wanted)} attention projections, e.g. {missing[0]!r}.")
     return correct(f"{len(wanted)} attention projections, nothing in the audio tower or the MLP. The LoRA paper "
-                   "adapted attention only; the QLoRA paper later found that adapting every linear layer, as this "
-                   "tutorial does, is what matches a full fine-tune.")
+                   "(Hu et al., 2021) adapted attention only. Later work (Dettmers et al., 2023) found that adapting "
+                   "every linear layer, as this tutorial does, comes closer to a full fine-tune.")
 
 
 @functools.cache
