@@ -48,7 +48,7 @@ tutorial: setup
 	@mkdir -p $(EXECUTED)
 	@set -e; for nb in $(NOTEBOOKS); do \
 	  echo "== running $$nb"; start=$$(date +%s); \
-	  TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1 $(PY) -m jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
+	  TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1 $(PY) -m jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 --KernelManager.transport=ipc \
 	    --output-dir $(EXECUTED) "$$nb" --log-level WARN; \
 	  echo "   done in $$(( $$(date +%s) - start )) s"; \
 	done
