@@ -1,6 +1,6 @@
 """Notebook 03 as one command: fine-tune Voxtral with LoRA and save the adapter.
 
-    python -m tutorial_kit.train --profile tiny --output-dir outputs/tiny
+    python -m tutorial_kit.train --profile tiny --output-dir notebooks/outputs/tiny
     python -m tutorial_kit.train --dataset my_clips --question-column prompt --answer-column label
 
 The same helpers as the notebook, in the same order (`load_splits`, `load_model_and_processor`,
@@ -51,7 +51,7 @@ question (or a category) for it. Tell the command which column is which with --a
 
 EPILOG = f"""\
 examples:
-  python -m tutorial_kit.train --profile tiny --output-dir outputs/tiny
+  python -m tutorial_kit.train --profile tiny --output-dir notebooks/outputs/tiny
   python -m tutorial_kit.train --dataset my_clips --question-column prompt --answer-column label
   torchrun --nproc_per_node 2 -m tutorial_kit.train --profile full
   accelerate launch --multi_gpu --num_processes 2 -m tutorial_kit.train --profile full
