@@ -13,6 +13,8 @@ The solutions are in `notebooks/solutions/`: open them when you are stuck, or to
 from __future__ import annotations
 
 import functools
+import os
+import sysconfig
 import traceback
 from dataclasses import dataclass
 
@@ -56,6 +58,14 @@ def is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def plain_number(value):
+    """A one-element tensor or array (`tensor(375.)`, `np.float32(0.5)`) as the Python number it holds;
+    anything else unchanged. Checks call it first, so a number computed with torch or numpy counts."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return value.item()
+    return value
+
+
 ROUNDED_HINT = ("right method, rounded too far: keep more digits. Give the unrounded value and round only "
                 "when you print it.")
 
@@ -82,8 +92,26 @@ def friendly(check):
         try:
             return check(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - any error in the learner's code becomes a hint
-            where = traceback.extract_tb(error.__traceback__)[-1]
+            frames = traceback.extract_tb(error.__traceback__)
+            if frames[-1].filename.startswith(_HERE):
+                # Raised by the check itself, reading an answer of an unexpected shape or type.
+                return not_yet(f"the check could not read your answer ({type(error).__name__}: {error}). "
+                               f"You gave {_describe(args[0]) if args else 'nothing'}; the exercise text says what "
+                               "to return.")
+            # The learner's own line: the innermost frame that is neither a check nor a library.
+            theirs = [frame for frame in frames if not frame.filename.startswith((_HERE, *_LIBRARIES))]
+            where = theirs[-1] if theirs else frames[-1]
             return not_yet(f"your code raised {type(error).__name__}: {error} (in {where.name}, line {where.lineno}). "
                            "Fix that first; the exercise text says what the function receives and returns.")
 
     return checked
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_LIBRARIES = tuple({os.path.join(path, "") for path in (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"],
+                                                         sysconfig.get_paths()["platlib"])})
+
+
+def _describe(answer) -> str:
+    shape = getattr(answer, "shape", None)
+    return f"a {type(answer).__name__}" + (f" of shape {tuple(shape)}" if shape is not None else "")
