@@ -61,6 +61,13 @@ def guessing_validity(text):
     return right_validity(text) or "valid"
 
 
+def any_negation_validity(text):  # a 'not' anywhere in the reply taken as negating 'valid'
+    text = text.lower()
+    if "valid" not in text:
+        return None
+    return "invalid" if "invalid" in text or "not" in text or "n't" in text else "valid"
+
+
 def test_validity_placeholder_gets_the_placeholder_hint():
     assert_hint(exercises.check_normalize_validity(...), PLACEHOLDER_HINT)
     assert_hint(exercises.check_normalize_validity(placeholder), PLACEHOLDER_HINT)
@@ -75,6 +82,9 @@ def test_validity_mistakes_get_their_hints():
     assert_hint(feedback, "lower-case the reply first")
     assert "contains the letters" not in feedback.message
     assert_hint(exercises.check_normalize_validity(right_validity("valid")), "pass the function itself")
+    feedback = exercises.check_normalize_validity(any_negation_validity)
+    assert_hint(feedback, "only when it is about 'valid'")
+    assert "not sure" in feedback.message or "nothing" in feedback.message
 
 
 def test_validity_right_answer_passes_and_errors_become_hints():
@@ -111,6 +121,9 @@ def test_wilson_placeholder_and_mistakes():
     assert_hint(exercises.check_wilson_95(lambda k, n: tuple(100 * x for x in right_wilson(k, n))), "percentages")
     assert_hint(exercises.check_wilson_95(lambda k, n: right_wilson(k, n)[::-1]), "(low, high)")
     assert_hint(exercises.check_wilson_95(lambda k, n: k / n), "a pair")
+    feedback = exercises.check_wilson_95(lambda k, n: tuple(round(x, 2) for x in right_wilson(k, n)))
+    assert_hint(feedback, "rounded too far")
+    assert "formula" not in feedback.message
 
 
 def test_wilson_right_answer_passes_and_errors_become_hints():
@@ -208,6 +221,34 @@ def test_mcnemar_without_disagreements_gets_a_plain_hint():
         assert_hint(feedback, "the two models never disagree: fixed = broken = 0")
         assert "p = 1.0" in feedback.message and error in feedback.message
         assert "_validate_int" not in feedback.message and "line" not in feedback.message
+
+
+def by_hand_mcnemar(before, after, cap=True, guard=True):
+    fixed = sum((not b) and a for b, a in zip(before, after))
+    broken = sum(b and not a for b, a in zip(before, after))
+    if guard and fixed + broken == 0:
+        return fixed, broken, 1.0
+    tail = sum(math.comb(fixed + broken, i) for i in range(min(fixed, broken) + 1)) / 2 ** (fixed + broken)
+    return fixed, broken, min(1.0, 2 * tail) if cap else 2 * tail
+
+
+def test_mcnemar_by_hand_must_cap_the_doubled_tail_at_one():
+    """With as many fixed as broken the doubled tail counts the middle term twice: above 1 without a cap."""
+    assert exercises.check_mcnemar(by_hand_mcnemar)
+    for answer in (lambda b, a: by_hand_mcnemar(b, a, cap=False), lambda b, a: by_hand_mcnemar(b, a, cap=False, guard=False)):
+        feedback = exercises.check_mcnemar(answer)
+        assert_hint(feedback, "cannot exceed 1")
+        assert "binomtest(0, 0)" not in feedback.message and "one-sided" not in feedback.message
+
+
+def test_mcnemar_half_for_no_disagreement_is_not_called_one_sided():
+    def half_when_equal(before, after):
+        fixed, broken, p = right_mcnemar(before, after)
+        return fixed, broken, p if fixed + broken else 0.5
+
+    feedback = exercises.check_mcnemar(half_when_equal)
+    assert_hint(feedback, "never disagree")
+    assert "one-sided" not in feedback.message
 
 
 def test_mcnemar_right_answer_passes_and_errors_become_hints():

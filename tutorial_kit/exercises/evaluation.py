@@ -9,14 +9,26 @@ import math
 import random
 
 from helpers.evaluate import mcnemar, normalize_answer, wilson_interval
-from tutorial_kit.exercises import PLACEHOLDER_HINT, correct, friendly, is_number, not_yet
+from tutorial_kit.exercises import (
+    PLACEHOLDER_HINT,
+    ROUNDED_HINT,
+    correct,
+    friendly,
+    is_number,
+    not_yet,
+    plain_number,
+    rounded_too_far,
+)
 
 # Replies a model really gives to "valid or invalid?", with the traps a first attempt falls into.
 VALIDITY_REPLIES = (
     "valid", "Invalid.", "VALID!", "The argument is valid.", "The argument is not valid",
     "It is not deductively valid.", "This argument isn't valid.", "invalid, because the conclusion does not follow",
     "maybe", "I am not sure.", "",
+    # a negation that is about something else: still valid
+    "I'm not sure, but I think it is valid.", "Valid: nothing is missing.",
 )
+UNRELATED_NEGATIONS = ("I'm not sure, but I think it is valid.", "Valid: nothing is missing.")
 
 
 def _still_placeholder(outputs) -> bool:
@@ -50,6 +62,11 @@ def check_normalize_validity(normalize_validity) -> object:
     if any(got[r] == "valid" for r in negated):
         return not_yet("a negation flips the answer: 'not valid', 'not deductively valid' and \"isn't valid\" all "
                        "mean 'invalid'.")
+    misread = [r for r in UNRELATED_NEGATIONS if got[r] == "invalid"]
+    if misread:
+        return not_yet(f"you read {misread[0]!r} as 'invalid'. A negation flips the answer only when it is about "
+                       "'valid' ('not valid', \"isn't valid\", at most one word between): look for it right before "
+                       "'valid', not anywhere in the reply.")
     if got["VALID!"] is None or got["The argument is valid."] is None:
         return not_yet("lower-case the reply first, and find the word anywhere in it, not only as the whole reply.")
     if expected[reply] is None:
@@ -118,6 +135,9 @@ def check_wilson_95(wilson_95) -> object:
                        "it can leave [0, 1]. Wilson's centre moves towards 1/2 and its width has an extra z²/4n² term.")
     if all(_close(got[c], wilson_interval(*c, confidence=0.90)) for c in WILSON_CASES):
         return not_yet("that is the 90% interval (z = 1.645); a 95% interval uses z = 1.96.")
+    if all(all(rounded_too_far(g, e) or math.isclose(g, e, abs_tol=1e-3) for g, e in zip(got[c], expected[c]))
+           for c in WILSON_CASES):
+        return not_yet(ROUNDED_HINT)
     case = next(c for c in WILSON_CASES if not _close(got[c], expected[c]))
     return not_yet(f"wilson_95{case} returned ({got[case][0]:.3f}, {got[case][1]:.3f}); expected "
                    f"({expected[case][0]:.3f}, {expected[case][1]:.3f}). The formula is in the exercise text.")
@@ -148,7 +168,9 @@ def check_mcnemar(fixed_broken_p) -> object:
 
     if not callable(fixed_broken_p):
         return not_yet("pass the function itself, `fixed_broken_p`, without calling it.")
-    cases = [paired_results(seed) for seed in (4, 11)] + [([True, False, True], [True, False, True])]
+    as_many_fixed_as_broken = ([True] * 4 + [False] * 4 + [True, False], [False] * 4 + [True] * 4 + [True, False])
+    cases = [paired_results(seed) for seed in (4, 11)] + [as_many_fixed_as_broken,
+                                                           ([True, False, True], [True, False, True])]
     results = []
     for before, after in cases:
         try:
@@ -163,6 +185,7 @@ def check_mcnemar(fixed_broken_p) -> object:
     for result in results:
         if not isinstance(result, tuple | list) or len(result) != 3:
             return not_yet(f"return three values (fixed, broken, p_value); got {result!r}.")
+    results = [(*result[:2], plain_number(result[2])) for result in results]
     for *_, p_value in results:
         if hasattr(p_value, "pvalue"):
             return not_yet(f"your p_value is a {type(p_value).__name__} object, the whole test result: "
@@ -181,16 +204,19 @@ def check_mcnemar(fixed_broken_p) -> object:
             return not_yet(f"on {len(before)} questions you count {fixed} fixed and {broken} broken; expected "
                            f"{expected.only_after} and {expected.only_before}. Fixed: wrong before and right after.")
         if not math.isclose(float(p_value), expected.p_value, rel_tol=1e-6, abs_tol=1e-12):
+            if float(p_value) > 1:
+                return not_yet(f"with {fixed} fixed and {broken} broken you return p = {float(p_value):.3f}, but a "
+                               "p-value cannot exceed 1. Doubling one tail counts the middle outcome twice when the "
+                               "split is even: cap the result at 1, min(1, 2 × tail).")
+            if fixed + broken == 0:
+                return not_yet(NO_DISAGREEMENT_HINT + f" (You returned p = {float(p_value)!r}.)")
             one_sided = [binomtest(fixed, fixed + broken, alternative=side).pvalue
                          for side in ("less", "greater")] if fixed + broken else []
-            if math.isclose(2 * float(p_value), expected.p_value, rel_tol=1e-6) or (
-                    expected.p_value == 1.0 and float(p_value) == 0.5) or any(
+            if math.isclose(2 * float(p_value), expected.p_value, rel_tol=1e-6) or any(
                     math.isclose(float(p_value), p, rel_tol=1e-6) for p in one_sided):
                 return not_yet("that is a one-sided p-value (alternative=\"less\" or \"greater\"): the question is "
                                "whether fine-tuning changed accuracy in either direction, so use the two-sided test, "
                                "`binomtest`'s default (alternative=\"two-sided\").")
-            if fixed + broken == 0:
-                return not_yet(NO_DISAGREEMENT_HINT + f" (You returned p = {float(p_value)!r}.)")
             return not_yet(f"the counts are right ({fixed}, {broken}); the p-value {float(p_value):.4f} should be "
                            f"{expected.p_value:.4f}: an exact binomial test of `fixed` successes out of fixed + broken "
                            "tosses of a fair coin, not a chi-squared approximation or a test over all questions.")
