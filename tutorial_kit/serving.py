@@ -120,9 +120,10 @@ class Server:
 
     @property
     def serve_command(self) -> str:
-        """The `transformers serve ...` command line it runs (through `python -m tutorial_kit.serving`)."""
+        """The same server from a terminal: `transformers serve`'s arguments, run through this module, which makes
+        the server take audio bytes (`accept_audio_bytes`)."""
         arguments = self.command[self.command.index("serve"):] if "serve" in self.command else self.command
-        return "transformers " + " ".join(arguments)
+        return f"python -m {__spec__.name} " + " ".join(arguments)
 
     @property
     def url(self) -> str:
@@ -174,6 +175,7 @@ class Server:
         seconds. Doing it twice is harmless."""
         if self in _running:
             _running.remove(self)
+        self._stop_asked = True
         if self.process.returncode is None:
             _signal_group(self.process, signal.SIGTERM)
             try:
@@ -192,8 +194,12 @@ class Server:
 
     def __repr__(self) -> str:
         code = self.process.returncode
-        state = ("running" if self.running() else f"stopped by {signal.Signals(-code).name}" if code is not None and code < 0
-                 else f"stopped (exit code {code})")
+        if self.running():
+            state = "running"
+        elif code is not None and code < 0:
+            state = "stopped" if getattr(self, "_stop_asked", False) else f"killed by {signal.Signals(-code).name}"
+        else:
+            state = f"stopped (exit code {code})"
         return f"Server({self.model!r} at {self.base_url}, {state})"
 
 

@@ -186,6 +186,24 @@ def test_stop_ends_the_server_and_the_processes_it_started():
     server.stop()
     assert wait_for(lambda: not alive(child), 10)
     assert not server.running()
+    assert repr(server).endswith(", stopped)")  # stopped as asked: no signal name to puzzle over
+
+
+def test_a_server_that_was_killed_says_by_what():
+    server = serving._launch(python("import time; time.sleep(120)"), "stand-in", serving.free_port())
+    server.process.kill()
+    server.process.wait(10)
+    assert repr(server).endswith("killed by SIGKILL)")
+
+
+def test_the_printed_command_is_one_a_learner_can_run_in_a_terminal(monkeypatch):
+    """The server runs through this module (its audio conversion and its stop-with-parent watch): the printed
+    command is that module's, without the watch, which needs the notebook's process."""
+    command = [sys.executable, "-m", "tutorial_kit.serving", "--stop-with-parent", "123", "serve", "outputs/tiny/merged",
+               "--host", "127.0.0.1", "--port", "8000", "--device", "cpu"]
+    server = serving.Server("outputs/tiny/merged", 8000, command, None, Path("log"))
+    assert server.serve_command == ("python -m tutorial_kit.serving serve outputs/tiny/merged --host 127.0.0.1 "
+                                    "--port 8000 --device cpu")
 
 
 def test_the_server_stops_by_itself_when_the_process_that_started_it_is_killed(tmp_path):
