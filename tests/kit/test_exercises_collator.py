@@ -46,6 +46,12 @@ def in_place(input_ids, attention_mask, prompt_lengths):
     return labels
 
 
+def mask_changed_in_place(input_ids, attention_mask, prompt_lengths):
+    for i, n in enumerate(prompt_lengths):
+        attention_mask[i, :n] = 0  # the prompt and the padding, both 0 now: then one masked_fill
+    return input_ids.masked_fill(attention_mask == 0, -100)
+
+
 def by_position(input_ids, attention_mask, prompt_lengths):  # another right answer: no loop, no clone
     in_prompt = torch.arange(input_ids.shape[1]) < torch.tensor(prompt_lengths)[:, None]
     return input_ids.masked_fill(in_prompt | (attention_mask == 0), -100)
@@ -76,6 +82,7 @@ def test_batch_labels(processor, rows):
     (lambda input_ids, attention_mask, prompt_lengths: input_ids, "row 0 differs"),
     (lambda input_ids, attention_mask, prompt_lengths: input_ids[99], "raised IndexError"),
     (in_place, "modified its `input_ids` argument in place"),
+    (mask_changed_in_place, "modified its `attention_mask` argument in place"),
     (lambda input_ids, attention_mask, prompt_lengths: input_ids.masked_fill_(attention_mask == 0, -100),
      "clone first"),
     (lambda input_ids, attention_mask, prompt_lengths: masked(input_ids, attention_mask, prompt_lengths).tolist(),
@@ -86,6 +93,13 @@ def test_batch_labels(processor, rows):
 def test_batch_labels_mistakes(processor, rows, answer, hint):
     feedback = exercises.check_batch_labels(answer, processor=processor, rows=rows)
     assert not feedback and hint in feedback.message
+
+
+def test_batch_labels_attention_mask_changed_in_place(processor, rows):
+    """The mask has its own sentence: nothing about -100 token ids or `labels = input_ids`."""
+    feedback = exercises.check_batch_labels(mask_changed_in_place, processor=processor, rows=rows)
+    assert not feedback and "must not change its inputs" in feedback.message and "clone" in feedback.message
+    assert "token id" not in feedback.message and "labels = input_ids" not in feedback.message
 
 
 def shifted_left(input_ids, attention_mask, prompt_lengths):  # what the model's loss does itself
@@ -185,6 +199,27 @@ def test_learned_share_mistakes(batch, mistake, hint):
               "text": f"{learned / real}", "placeholder": ...}[mistake]
     feedback = exercises.check_learned_share(answer, batch=batch)
     assert not feedback and hint in feedback.message
+
+
+def per_row_shares(batch):
+    return (batch["labels"] != -100).sum(1) / batch["attention_mask"].sum(1)
+
+
+@pytest.mark.parametrize("answer", [per_row_shares, lambda batch: per_row_shares(batch).tolist(),
+                                    lambda batch: per_row_shares(batch).numpy()])
+def test_learned_share_one_per_row(batch, answer):
+    feedback = exercises.check_learned_share(answer(batch), batch=batch)
+    assert not feedback and "one number for the whole batch, not one per row" in feedback.message, feedback.message
+
+
+@pytest.mark.parametrize("answer", [lambda batch: per_row_shares(batch).mean(),
+                                    lambda batch: float(per_row_shares(batch).mean())])
+def test_learned_share_mean_of_per_row_shares(batch, answer):
+    learned, real = int((batch["labels"] != -100).sum()), int(batch["attention_mask"].sum())
+    assert abs(float(answer(batch)) / (learned / real) - 1) > 1e-3  # rows of different lengths: not the pooled share
+    feedback = exercises.check_learned_share(answer(batch), batch=batch)
+    assert not feedback and "mean of the per-row shares" in feedback.message, feedback.message
+    assert "Pool the counts" in feedback.message
 
 
 def test_unpadded_prompts_that_lose_tokens_are_told_which(processor, rows):

@@ -1,7 +1,10 @@
 """Notebook 01's exercise checks: the right answer passes, the usual mistakes get their own hint, nothing raises."""
 import math
+from collections import Counter
 
+import numpy as np
 import pytest
+import torch
 
 from helpers.collator import VoxtralAudioCollator
 from tutorial_kit.exercises import PLACEHOLDER_HINT
@@ -21,6 +24,35 @@ def test_audio_token_count(processor, tokens_per_chunk):
     assert exercises.check_audio_token_count(right, processor=processor)
     # one rule for whole numbers in every check: a float equal to the integer is accepted
     assert exercises.check_audio_token_count(lambda seconds: float(right(seconds)), processor=processor)
+
+
+@pytest.mark.parametrize("answer", [
+    lambda seconds: torch.ceil(torch.tensor(seconds / 30)) * 375,
+    lambda seconds: torch.tensor(math.ceil(seconds / 30) * 375),
+    lambda seconds: np.ceil(np.float32(seconds) / 30).astype(np.int64) * 375,
+])
+def test_audio_token_count_computed_with_torch_or_numpy(processor, answer):
+    feedback = exercises.check_audio_token_count(answer, processor=processor)
+    assert feedback, feedback.message
+
+
+def test_audio_token_count_returns_the_number_of_chunks(processor):
+    feedback = exercises.check_audio_token_count(lambda seconds: math.ceil(seconds / 30), processor=processor)
+    assert not feedback and "that is the number of chunks" in feedback.message, feedback.message
+    assert "each chunk costs" in feedback.message and "375" not in feedback.message
+
+
+@pytest.mark.parametrize(("per_chunk", "hint"), [
+    (376, "`[BEGIN_AUDIO]`"),
+    (300, "right number of chunks, wrong number of tokens per chunk"),
+    (1, "that is the number of chunks"),
+])
+def test_audio_token_count_wrong_tokens_per_chunk(processor, per_chunk, hint):
+    feedback = exercises.check_audio_token_count(lambda seconds: math.ceil(seconds / 30) * per_chunk,
+                                                 processor=processor)
+    assert not feedback and hint in feedback.message, feedback.message
+    if per_chunk == 376:
+        assert "right number of chunks, wrong number of tokens per chunk" in feedback.message
 
 
 @pytest.mark.parametrize(("answer", "hint"), [
@@ -93,6 +125,15 @@ def test_padding_share_pooled_in_other_forms(form, splits):
         assert feedback, feedback.message
 
 
+def test_padding_share_as_a_tensor(splits):
+    from helpers.data import duration_seconds
+
+    seconds = duration_seconds(splits["train"])
+    feedback = exercises.check_padding_share(torch.tensor(pooled_with_numpy(seconds)), seconds=seconds)
+    assert feedback, feedback.message
+    assert exercises.check_padding_share(np.float32(pooled_with_numpy(seconds)), seconds=seconds)
+
+
 def per_clip_mean(seconds):
     return sum(1 - s / (math.ceil(s / 30) * 30) for s in seconds) / len(seconds)
 
@@ -141,6 +182,18 @@ def split(answers):
     return {"category": ["navigate"] * len(answers), "official_answer": answers}
 
 
+def two_categories(navigate, web_of_lies):
+    return {"category": ["navigate"] * len(navigate) + ["web_of_lies"] * len(web_of_lies),
+            "official_answer": navigate + web_of_lies}
+
+
+def real_baseline(splits):
+    train = [a for c, a in zip(splits["train"]["category"], splits["train"]["official_answer"]) if c == "web_of_lies"]
+    test = [a for c, a in zip(splits["test"]["category"], splits["test"]["official_answer"]) if c == "web_of_lies"]
+    majority = Counter(train).most_common(1)[0][0]
+    return test.count(majority) / len(test)
+
+
 TRAIN = split(["Yes", "Yes", "Yes", "No"])
 TEST = split(["No", "No", "No", "Yes"])  # the training majority ("Yes") is right once in four
 
@@ -165,7 +218,7 @@ def test_majority_baseline_accepts_either_answer_of_a_tie():
     (..., PLACEHOLDER_HINT),
     (25, "as a percentage"),
     (1, "a count of rows"),
-    (0.75, "test split's most common answer"),
+    (0.75, "how often the majority answer is wrong"),
     (0.5, "most common `official_answer`"),
     ([0.25], "should be a number"),
 ])
@@ -174,26 +227,66 @@ def test_majority_baseline_mistakes(answer, hint):
     assert not feedback and hint in feedback.message
 
 
-def test_majority_baseline_from_the_test_split_or_the_wrong_way_round():
-    """With two answers, the test majority's share is also how often the training majority is wrong."""
-    feedback = exercises.check_majority_baseline(0.75, train=TRAIN, test=TEST, category="navigate")
-    assert not feedback and "test split's most common answer ('No')" in feedback.message
-    assert "how often 'Yes' is wrong" in feedback.message
-    # the likely mistake comes first, with what to do, in one sentence
-    first = feedback.message.split(". ")[0]
-    assert first.startswith("Not yet: that is the share of the test split's most common answer ('No')"), first
-    assert "choose" in first and "training" in first, first
+def test_majority_baseline_from_the_test_split():
+    """Not two answers: the test majority's share is not also 1 - accuracy, so the hint names it."""
+    train = {"category": ["object_counting"] * 3, "official_answer": ["2", "2", "3"]}
+    test = {"category": ["object_counting"] * 4, "official_answer": ["3", "3", "5", "2"]}
+    feedback = exercises.check_majority_baseline(0.5, train=train, test=test, category="object_counting")
+    assert not feedback and "test split's most common answer ('3')" in feedback.message
+    assert "choose" in feedback.message and "wrong" not in feedback.message
+
+
+@pytest.mark.parametrize(("train", "test"), [
+    (TRAIN, TEST),  # 0.75 is also the test majority's share
+    (two_categories(["Yes", "Yes", "No"], ["No", "No", "No"]),  # and the whole split's 'No' scores 0.4 here
+     two_categories(["No", "Yes", "Yes", "Yes", "No"], ["No"])),
+])
+def test_majority_baseline_error_rate_first_and_alone(train, test):
+    """1 - accuracy is the error rate: said first, in one short cause, whatever else gives the same number."""
+    answers = [a for c, a in zip(test["category"], test["official_answer"]) if c == "navigate"]
+    majority = Counter(a for c, a in zip(train["category"], train["official_answer"]) if c == "navigate").most_common(1)[0][0]
+    feedback = exercises.check_majority_baseline(1 - answers.count(majority) / len(answers), train=train, test=test,
+                                                 category="navigate")
+    assert not feedback
+    assert feedback.message.startswith("Not yet: that is how often the majority answer is wrong"), feedback.message
+    assert "error rate" in feedback.message
+    assert "test split" not in feedback.message and "whole training split" not in feedback.message
+    assert len(feedback.message.split()) <= 25, feedback.message
+
+
+def test_majority_baseline_error_rate_on_the_real_splits(splits):
+    feedback = exercises.check_majority_baseline(1 - real_baseline(splits), train=splits["train"],
+                                                 test=splits["test"], category="web_of_lies")
+    assert not feedback and "how often the majority answer is wrong" in feedback.message, feedback.message
+
+
+def test_majority_baseline_rounded_too_far(splits):
+    """The share printed as a percentage (38%), read back: the method is right, say so."""
+    right = real_baseline(splits)
+    assert round(right, 2) != right
+    feedback = exercises.check_majority_baseline(round(right, 2), train=splits["train"], test=splits["test"],
+                                                 category="web_of_lies")
+    assert not feedback and "right method, rounded too far" in feedback.message, feedback.message
+    train = split(["Yes", "Yes", "No"])
+    test = split(["Yes"] * 3 + ["No"] * 5)  # 3/8 = 0.375
+    feedback = exercises.check_majority_baseline(0.38, train=train, test=test, category="navigate")
+    assert not feedback and "right method, rounded too far" in feedback.message, feedback.message
+
+
+def test_majority_baseline_as_a_tensor(splits):
+    for answer in (torch.tensor(real_baseline(splits)), np.float32(real_baseline(splits))):
+        feedback = exercises.check_majority_baseline(answer, train=splits["train"], test=splits["test"],
+                                                     category="web_of_lies")
+        assert feedback, feedback.message
+    train = split(["Yes", "Yes", "No"])
+    assert exercises.check_majority_baseline(torch.tensor(1 / 3), train=train, test=split(["Yes", "No", "No"]),
+                                             category="navigate")
 
 
 def test_majority_baseline_scored_on_the_training_rows():
     test = split(["Yes", "No", "No", "No", "No"])  # 'Yes' is right once in five here, three times in four in training
     feedback = exercises.check_majority_baseline(0.75, train=TRAIN, test=test, category="navigate")
     assert not feedback and "right on the training rows" in feedback.message
-
-
-def two_categories(navigate, web_of_lies):
-    return {"category": ["navigate"] * len(navigate) + ["web_of_lies"] * len(web_of_lies),
-            "official_answer": navigate + web_of_lies}
 
 
 @pytest.mark.parametrize("answer", [1 / 8, 4 / 8])  # 'Yes' among the category's test rows, or among all of them
@@ -212,16 +305,6 @@ def test_majority_baseline_chosen_from_the_whole_training_split():
     assert not feedback and "most common answer of the whole training split" in feedback.message
 
 
-def test_majority_baseline_names_every_mistake_that_gives_the_number():
-    """Yes/No: picking the whole split's 'No' scores what the category's 'Yes' misses."""
-    train = two_categories(["Yes", "Yes", "No"], ["No", "No", "No"])
-    test = two_categories(["No", "Yes", "Yes", "Yes", "No"], ["No"])
-    feedback = exercises.check_majority_baseline(0.4, train=train, test=test, category="navigate")
-    assert not feedback
-    assert "the most common answer of the whole training split, is right" in feedback.message
-    assert "how often 'Yes' is wrong" in feedback.message
-
-
 def test_majority_baseline_wrong_way_round():
     test = split(["Yes", "Yes", "Yes", "No"])  # majority right 3 times in 4
     feedback = exercises.check_majority_baseline(0.25, train=TRAIN, test=test, category="navigate")
@@ -235,3 +318,58 @@ def test_chunks_rounded_to_the_nearest_are_told_why_a_long_clip_needs_more(proce
     feedback = explore.check_audio_token_count(lambda seconds: max(1, round(seconds / 30)) * 375, processor=processor)
     assert not feedback and "a 30.1-s clip needs 2 chunks" in feedback.message
     assert "shorter than 30 s" not in feedback.message
+
+
+def majority_from(pick_from_whole_split=False, error_rate=False):
+    """`majority_accuracy(train, test, category)` as a function, right or with one mistake."""
+    def majority_accuracy(train, test, category):
+        train_answers = [a for c, a in zip(train["category"], train["official_answer"])
+                         if c == category or pick_from_whole_split]
+        majority = Counter(train_answers).most_common(1)[0][0]
+        test_answers = [a for c, a in zip(test["category"], test["official_answer"]) if c == category]
+        accuracy = test_answers.count(majority) / len(test_answers)
+        return 1 - accuracy if error_rate else accuracy
+
+    return majority_accuracy
+
+
+def test_majority_baseline_as_a_function(splits):
+    """The function form: checked on the real splits and on rows the check builds."""
+    for train, test, category in ((splits["train"], splits["test"], "web_of_lies"), (TRAIN, TEST, "navigate")):
+        feedback = exercises.check_majority_baseline(majority_from(), train=train, test=test, category=category)
+        assert feedback, feedback.message
+
+
+def test_majority_baseline_function_that_picks_from_the_whole_training_split(splits):
+    """On the real splits the whole split's first most common answer is web_of_lies' too: the built rows tell."""
+    wrong = majority_from(pick_from_whole_split=True)
+    assert wrong(splits["train"], splits["test"], "web_of_lies") == real_baseline(splits)
+    feedback = exercises.check_majority_baseline(wrong, train=splits["train"], test=splits["test"],
+                                                 category="web_of_lies")
+    assert not feedback and "most common answer of the whole training split" in feedback.message, feedback.message
+    assert "web_of_lies" in feedback.message
+
+
+@pytest.mark.parametrize(("answer", "hint"), [
+    (majority_from(error_rate=True), "how often the majority answer is wrong"),
+    (lambda train, test, category: ..., PLACEHOLDER_HINT),
+    (lambda train, test, category: None, "give it a `return`"),
+    (lambda train, test, category: "0.375", "should return a number"),
+    (lambda train, test, category: 1 / 0, "raised ZeroDivisionError"),
+])
+def test_majority_baseline_function_mistakes(splits, answer, hint):
+    feedback = exercises.check_majority_baseline(answer, train=splits["train"], test=splits["test"],
+                                                 category="web_of_lies")
+    assert not feedback and hint in feedback.message, feedback.message
+
+
+def test_majority_baseline_function_from_the_test_split(splits):
+    """On the real splits the test majority's share is also 1 - accuracy; on the built rows it is not."""
+    def from_the_test_split(train, test, category):
+        answers = [a for c, a in zip(test["category"], test["official_answer"]) if c == category]
+        return Counter(answers).most_common(1)[0][1] / len(answers)
+
+    feedback = exercises.check_majority_baseline(from_the_test_split, train=splits["train"], test=splits["test"],
+                                                 category="web_of_lies")
+    assert not feedback and "test split's most common answer" in feedback.message, feedback.message
+    assert "wrong" not in feedback.message

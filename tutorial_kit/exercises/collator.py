@@ -9,10 +9,11 @@ import math
 import numbers
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from helpers.collator import IGNORE_INDEX, VoxtralAudioCollator
-from tutorial_kit.exercises import PLACEHOLDER_HINT, ROUNDED_HINT, correct, friendly, not_yet, rounded_too_far
+from tutorial_kit.exercises import PLACEHOLDER_HINT, ROUNDED_HINT, correct, friendly, not_yet, plain_number, rounded_too_far
 
 RETURNS_NONE = PLACEHOLDER_HINT + " (Your function returns None: give it a `return`.)"
 
@@ -63,11 +64,14 @@ def check_batch_labels(batch_labels, *, processor, rows: list[dict]):
     if given is None or given is Ellipsis:
         return not_yet(RETURNS_NONE)
     # the same batch's input_ids go to the model: labels written into them would become its input
-    for name, original, passed in (("input_ids", ids, ids_given), ("attention_mask", mask, mask_given)):
-        if not torch.equal(original, passed):
-            return not_yet(f"your function modified its `{name}` argument in place; the model still needs it as it "
-                           f"was (-100 is not a token id it can read). `labels = input_ids` is the same tensor, "
-                           f"not a copy: clone first, `labels = input_ids.clone()`, or use `masked_fill` (not `masked_fill_`).")
+    if not torch.equal(ids, ids_given):
+        return not_yet("your function modified its `input_ids` argument in place; the model still needs it as it "
+                       "was (-100 is not a token id it can read). `labels = input_ids` is the same tensor, "
+                       "not a copy: clone first, `labels = input_ids.clone()`, or use `masked_fill` (not `masked_fill_`).")
+    if not torch.equal(mask, mask_given):
+        return not_yet("your function modified its `attention_mask` argument in place: it must not change its inputs, "
+                       "which the model reads as they were. Clone before writing, `mask = attention_mask.clone()`, or "
+                       "build a new tensor (`attention_mask == 0`).")
     if not isinstance(given, torch.Tensor):
         return not_yet(f"you returned a {type(given).__name__}; the labels must be a torch.LongTensor, like `input_ids` "
                        "(the Trainer stacks and moves tensors, not lists). Build them from `input_ids.clone()`.")
@@ -160,13 +164,26 @@ def check_unpadded_prompts(unpadded_prompts, *, processor, rows: list[dict]):
 
 
 
+def _one_per_row(answer) -> bool:
+    """Several numbers (a tensor, an array or a list): one share per row of the batch, say."""
+    if isinstance(answer, torch.Tensor):
+        return answer.numel() > 1
+    if isinstance(answer, np.ndarray):
+        return answer.size > 1
+    return isinstance(answer, (list, tuple)) and len(answer) > 1
+
+
 @friendly
 def check_learned_share(learned_share, *, batch: dict):
     """`learned_share`: the fraction of the batch's real tokens (attention_mask 1) that are learned."""
+    labels, mask = batch["labels"], batch["attention_mask"]
+    learned_share = plain_number(learned_share)
+    if _one_per_row(learned_share):
+        return not_yet("one number for the whole batch, not one per row: add up the learned tokens of all rows and "
+                       "the real tokens of all rows, then divide.")
     if not isinstance(learned_share, (numbers.Real, torch.Tensor)) or isinstance(learned_share, bool):
         return not_yet(f"learned_share should be a number between 0 and 1, not {type(learned_share).__name__}.")
     share = float(learned_share)
-    labels, mask = batch["labels"], batch["attention_mask"]
     learned, real = int((labels != IGNORE_INDEX).sum()), int(mask.sum())
     expected = learned / real
     if math.isclose(share, expected, rel_tol=1e-4):
@@ -182,6 +199,10 @@ def check_learned_share(learned_share, *, batch: dict):
         return not_yet("you divided by every position, padding included: count only the real tokens (attention_mask 1).")
     if math.isclose(share, 1 - expected, rel_tol=1e-4):
         return not_yet("that is the share of masked tokens (-100); the question asks for the learned ones.")
+    per_row = (labels != IGNORE_INDEX).sum(dim=1) / mask.sum(dim=1)
+    if math.isclose(share, float(per_row.mean()), rel_tol=1e-4):
+        return not_yet("that is the mean of the per-row shares: a short row weighs as much in it as a long one. "
+                       "Pool the counts: all the learned tokens of the batch divided by all its real tokens.")
     if math.isclose(share, (learned - len(labels)) / real, rel_tol=1e-4):
         return not_yet("the end-of-sequence token of each row is learned too: count every label that is not -100.")
     return not_yet("count the labels that are not -100 and the positions where attention_mask is 1; "

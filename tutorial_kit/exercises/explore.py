@@ -12,7 +12,16 @@ import numpy as np
 
 from helpers.audio import CHUNK_SECONDS, SAMPLING_RATE, num_chunks
 from helpers.tasks import CATEGORIES, build_conversation
-from tutorial_kit.exercises import PLACEHOLDER_HINT, ROUNDED_HINT, correct, friendly, is_number, not_yet, rounded_too_far
+from tutorial_kit.exercises import (
+    PLACEHOLDER_HINT,
+    ROUNDED_HINT,
+    correct,
+    friendly,
+    is_number,
+    not_yet,
+    plain_number,
+    rounded_too_far,
+)
 
 # Short, exactly on a boundary, just over it, and several chunks: where the usual mistakes show.
 CLIP_SECONDS = (0.5, 12.0, 30.0, 30.1, 45.0, 61.0)
@@ -26,7 +35,8 @@ def _processor_audio_tokens(processor, seconds: float) -> int:
     return int((encoded["input_ids"] == processor.audio_token_id).sum())
 
 
-
+# How a chunk's tokens are counted, for the hints (without the number itself).
+PER_CHUNK_HOW = "a chunk's 3000 mel frames, halved by the encoder, then stacked 4 per token by the projector."
 
 
 @friendly
@@ -36,19 +46,35 @@ def check_audio_token_count(audio_token_count, *, processor):
     if not callable(audio_token_count):
         return not_yet("`audio_token_count` should be a function: `def audio_token_count(seconds): ...` "
                        "that returns a number of tokens.")
-    answers = {seconds: audio_token_count(seconds) for seconds in CLIP_SECONDS}
+    answers = {seconds: plain_number(audio_token_count(seconds)) for seconds in CLIP_SECONDS}
     for seconds, given in answers.items():
         if given is None or given is Ellipsis:
             return not_yet(PLACEHOLDER_HINT + " (Your function returns None: give it a `return`.)")
-        if not is_number(given):
+        if not is_number(given) or not math.isfinite(given):
             return not_yet(f"audio_token_count({seconds}) returned {type(given).__name__} {given!r}; return a whole number.")
     if len(set(answers.values())) == 1:
         return not_yet(f"your function returns {answers[CLIP_SECONDS[0]]!r} whatever the duration. Use `seconds`: "
                        "a 12-s clip fits one 30-s chunk, but a 30.1-s clip needs two chunks, and each chunk costs "
                        "the same number of tokens.")
+    chunks = {seconds: num_chunks(round(seconds * SAMPLING_RATE)) for seconds in CLIP_SECONDS}
+    expected_counts = {seconds: _processor_audio_tokens(processor, seconds) for seconds in CLIP_SECONDS}
+    per_chunk = expected_counts[CLIP_SECONDS[0]] // chunks[CLIP_SECONDS[0]]
+    ratios = {given / chunks[seconds] for seconds, given in answers.items()}
+    if len(ratios) == 1 and all(given == math.floor(given) for given in answers.values()):
+        # the right number of chunks every time, times one number of tokens per chunk
+        (tokens,) = ratios
+        longest = CLIP_SECONDS[-1]
+        if tokens == 1:
+            return not_yet(f"audio_token_count({longest:g}) = {answers[longest]!r}: that is the number of chunks, and "
+                           "it is right; each chunk costs the same number of `[AUDIO]` tokens. Multiply by it: "
+                           + PER_CHUNK_HOW)
+        if tokens != per_chunk and tokens not in (per_chunk * 2, per_chunk * 4, per_chunk * 8):
+            why = ("count only the `[AUDIO]` tokens: `[BEGIN_AUDIO]` marks where the audio starts, once per clip, "
+                   "and is not one of them." if tokens == per_chunk + 1 else "count them from " + PER_CHUNK_HOW)
+            return not_yet(f"right number of chunks, wrong number of tokens per chunk: you count {tokens:g} per chunk. "
+                           + why[0].upper() + why[1:])
     for seconds, given in answers.items():
-        expected = _processor_audio_tokens(processor, seconds)
-        per_chunk = expected // num_chunks(round(seconds * SAMPLING_RATE))
+        expected = expected_counts[seconds]
         if given == expected:  # an int, or a float equal to it (as every check accepts whole numbers)
             continue
         if abs(given - seconds * per_chunk / CHUNK_SECONDS) <= 1:  # rounded or not
@@ -64,9 +90,9 @@ def check_audio_token_count(audio_token_count, *, processor):
             return not_yet(f"audio_token_count({seconds}) = {given!r}: round the number of chunks up, not down "
                            f"(math.ceil): {why}.")
         if given == (seconds // CHUNK_SECONDS + 1) * per_chunk:  # floor + 1 equals ceil except on a boundary
-            chunks = int(seconds // CHUNK_SECONDS)
+            fit = int(seconds // CHUNK_SECONDS)
             return not_yet(f"audio_token_count({seconds}) = {given!r}, one chunk too many. A clip of exactly {seconds:g} s "
-                           f"fits {chunks} chunk{'s' if chunks > 1 else ''}: the chunk boundary needs no new chunk. "
+                           f"fits {fit} chunk{'s' if fit > 1 else ''}: the chunk boundary needs no new chunk. "
                            "Rounding down and adding one adds a chunk on every boundary; "
                            "round up instead: math.ceil(seconds / 30).")
         if given in (expected * 2, expected * 4, expected * 8):
@@ -81,6 +107,7 @@ def check_audio_token_count(audio_token_count, *, processor):
 @friendly
 def check_padding_share(padding_share, *, seconds):
     """`padding_share`: the fraction of the audio the encoder processes that is padding, over all clips."""
+    padding_share = plain_number(padding_share)
     if not is_number(padding_share):
         return not_yet(f"padding_share should be a number between 0 and 1, not {type(padding_share).__name__}.")
     seconds = np.asarray(seconds, dtype=float)
@@ -113,51 +140,47 @@ def _answers(dataset, category) -> list[str]:
     return [str(a) for c, a in zip(dataset["category"], dataset["official_answer"]) if c == category]
 
 
-@friendly
-def check_majority_baseline(majority_accuracy, *, train, test, category: str):
-    """`majority_accuracy`: the test accuracy of always giving `category`'s most common training answer."""
-    if not is_number(majority_accuracy):
-        return not_yet(f"majority_accuracy should be a number between 0 and 1, not {type(majority_accuracy).__name__}.")
+def _majority_scores(train, test, category) -> tuple[list[str], dict[str, float]]:
+    """The category's most common training answers (several on a tie: either is fair) and their test accuracy."""
     train_answers, test_answers = _answers(train, category), _answers(test, category)
     if not train_answers or not test_answers:
         raise ValueError(f"No rows of category {category!r} in both splits.")
     counts = Counter(train_answers)
-    tied = [answer for answer, n in counts.items() if n == max(counts.values())]  # a tie: either answer is fair
-    accuracies = {answer: test_answers.count(answer) / len(test_answers) for answer in tied}
+    tied = [answer for answer, n in counts.items() if n == max(counts.values())]
+    return tied, {answer: test_answers.count(answer) / len(test_answers) for answer in tied}
+
+
+def _majority_feedback(majority_accuracy, train, test, category: str):
+    """Correct, or the one mistake that gives this number, the likeliest first."""
+    tied, accuracies = _majority_scores(train, test, category)
+    train_answers, test_answers = _answers(train, category), _answers(test, category)
+    counts = Counter(train_answers)
     if any(math.isclose(majority_accuracy, a, abs_tol=1e-6) for a in accuracies.values()):
         return correct(f"always answering {' or '.join(map(repr, tied))} scores {max(accuracies.values()):.0%} on "
                        f"{category}: a fine-tuned model must beat that before its accuracy means anything.")
+    if any(rounded_too_far(majority_accuracy, a) for a in accuracies.values()):
+        return not_yet(ROUNDED_HINT)
     if any(math.isclose(majority_accuracy, 100 * a, abs_tol=0.1) for a in accuracies.values()):
         return not_yet("right value, as a percentage: give it as a fraction between 0 and 1.")
     if any(majority_accuracy == test_answers.count(answer) for answer in tied):
         return not_yet("that is a count of rows: divide by the number of test rows of the category.")
+    # With two possible answers, the mistakes below often give 1 - accuracy too: the error rate is named first.
+    if any(math.isclose(majority_accuracy, 1 - a, abs_tol=1e-6) for a in accuracies.values()):
+        return not_yet("that is how often the majority answer is wrong, its error rate. "
+                       "Accuracy counts how often it is right.")
     test_majority = Counter(test_answers).most_common(1)[0]
+    if math.isclose(majority_accuracy, test_majority[1] / len(test_answers), abs_tol=1e-6):
+        return not_yet(f"that is the share of the test split's most common answer ({test_majority[0]!r}): choose the "
+                       f"answer from the training rows of {category}, as a model would have to, then score it on the "
+                       "test rows.")
     overall = Counter(str(a) for a in train["official_answer"])
     overall_top = [a for a, n in overall.items() if n == max(overall.values())]
     whole_train = [a for a in overall_top if a not in tied
                    and math.isclose(majority_accuracy, test_answers.count(a) / len(test_answers), abs_tol=1e-6)]
-    whole_name = "the most common answer" if len(overall_top) == 1 else "one of the most common answers"
-    # With two possible answers these mistakes give the same number: name each one that fits.
-    # the likeliest first; `what` names the number, `hint` says what to do instead
-    causes = [
-        (math.isclose(majority_accuracy, test_majority[1] / len(test_answers), abs_tol=1e-6),
-         f"the share of the test split's most common answer ({test_majority[0]!r})",
-         f"choose the answer from the training rows of {category}, as a model would have to, then score it on "
-         "the test rows."),
-        (bool(whole_train),
-         f"how often {whole_train[0]!r}, {whole_name} of the whole training split, is right" if whole_train else "",
-         f"take the most common answer among the training rows of {category} only."),
-        (all(math.isclose(majority_accuracy, 1 - a, abs_tol=1e-6) for a in accuracies.values()),
-         f"how often {tied[0]!r} is wrong",
-         "accuracy counts how often the majority answer is right."),
-    ]
-    fits = [(what, hint) for fit, what, hint in causes if fit]
-    if len(fits) == 1 and causes[2][0]:
-        return not_yet("that is how often the majority answer is wrong; accuracy counts how often it is right.")
-    if fits:
-        (what, hint), others = fits[0], [other for other, _ in fits[1:]]
-        also = f" (It is also {' and '.join(others)}.)" if others else ""
-        return not_yet(f"that is {what}: {hint}{also}")
+    if whole_train:
+        whole_name = "the most common answer" if len(overall_top) == 1 else "one of the most common answers"
+        return not_yet(f"that is how often {whole_train[0]!r}, {whole_name} of the whole training split, is right: "
+                       f"take the most common answer among the training rows of {category} only.")
     if any(math.isclose(majority_accuracy, counts[answer] / len(train_answers), abs_tol=1e-6) for answer in tied):
         return not_yet(f"that is how often {tied[0]!r} is right on the training rows, where it was chosen. "
                        f"Score it on the test rows of {category}: data the choice never saw.")
@@ -169,3 +192,42 @@ def check_majority_baseline(majority_accuracy, *, train, test, category: str):
                        f"Score the baseline on the {len(test_answers)} test rows of {category} only.")
     return not_yet(f"find the most common `official_answer` among the training rows of {category}, then the share of "
                    f"its test rows that have that answer.")
+
+
+def _built_splits(train, category: str):
+    """Rows where each usual mistake gives its own number (three answers, so 1 - accuracy is no other share),
+    and where the whole training split's most common answer is never one of `category`'s."""
+    other = "web_of_lies" if category != "web_of_lies" else "navigate"
+    built = ({"category": [category] * 4 + [other] * 5, "official_answer": ["2", "2", "2", "3"] + ["No"] * 5},
+             {"category": [category] * 6 + [other] * 2, "official_answer": ["2", "2", "3", "3", "3", "5", "No", "No"]})
+    if hasattr(train, "column_names"):  # a datasets.Dataset, as in the notebook: give the function the same type
+        from datasets import Dataset
+
+        return tuple(Dataset.from_dict(columns) for columns in built)
+    return built
+
+
+@friendly
+def check_majority_baseline(majority_accuracy, *, train, test, category: str):
+    """`majority_accuracy`: the test accuracy of always giving `category`'s most common training answer.
+    A number, or a function `majority_accuracy(train, test, category)` returning it: a function is also
+    called on rows built here, where choosing the answer from the whole training split shows."""
+    if not callable(majority_accuracy):
+        majority_accuracy = plain_number(majority_accuracy)
+        if not is_number(majority_accuracy):
+            return not_yet(f"majority_accuracy should be a number between 0 and 1, not {type(majority_accuracy).__name__}.")
+        return _majority_feedback(majority_accuracy, train, test, category)
+    built = _built_splits(train, category)
+    for rows in (built, (train, test)):  # the built rows first: there each mistake gives its own number
+        value = plain_number(majority_accuracy(*rows, category))
+        if value is None or value is Ellipsis:
+            return not_yet(PLACEHOLDER_HINT + " (Your function returns None: give it a `return`.)")
+        if not is_number(value):
+            return not_yet(f"majority_accuracy should return a number between 0 and 1, not {type(value).__name__}.")
+        feedback = _majority_feedback(value, *rows, category)
+        if not feedback and rows is built:
+            return not_yet(f"on rows the check built, your function returns {value:.4g}: "
+                           + feedback.message.removeprefix("Not yet: "))
+        if not feedback:
+            return feedback
+    return feedback
