@@ -96,6 +96,69 @@ def test_lora_forward_copied_scale_is_named_as_the_tutorials():
     assert "lora_alpha / r" in feedback.message and "alone" not in feedback.message
 
 
+def merged_in_place(layer, x):
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    layer.base_layer.weight += layer.lora_alpha["default"] / layer.r["default"] * (b @ a)
+    return layer.base_layer(x)
+
+
+def merged_and_restored(layer, x):  # the weights end up as before, up to rounding: still overwritten
+    update = layer.lora_alpha["default"] / layer.r["default"] * (layer.lora_B["default"].weight @ layer.lora_A["default"].weight)
+    layer.base_layer.weight += update
+    out = layer.base_layer(x)
+    layer.base_layer.weight -= update
+    return out
+
+
+def peft_merge(layer, x):
+    layer.merge()
+    out = layer.base_layer(x)
+    layer.unmerge()
+    return out
+
+
+def peft_merge_on_a_copy(layer, x):
+    import copy
+
+    twin = copy.deepcopy(layer)
+    twin.merge()
+    return twin.base_layer(x)
+
+
+def peft_delta(layer, x):
+    import torch.nn.functional as F
+
+    weight = layer.base_layer.weight + layer.get_delta_weight("default")
+    return F.linear(x, weight, layer.base_layer.bias)
+
+
+@pytest.mark.parametrize("mistake", [merged_in_place, merged_and_restored])
+def test_lora_forward_that_changes_the_layer_gets_a_hint(mistake):
+    feedback = exercises.check_lora_forward(mistake)
+    assert_not_yet(feedback, "changed the layer's own weights")
+    assert "`+=`" in feedback.message
+
+
+@pytest.mark.parametrize("mistake, call", [
+    (peft_merge, "layer.merge()"),
+    (peft_merge_on_a_copy, "layer.merge()"),
+    (peft_delta, "layer.get_delta_weight()"),
+])
+def test_lora_forward_that_lets_peft_compute_the_update_gets_a_hint(mistake, call):
+    feedback = exercises.check_lora_forward(mistake)
+    assert_not_yet(feedback, call)
+    assert "changed the layer" not in feedback.message
+
+
+def test_lora_forward_leaves_peft_as_it_was():
+    from peft.tuners.lora import Linear
+
+    methods = [getattr(Linear, name) for name in ("merge", "unmerge", "get_delta_weight", "forward")]
+    exercises.check_lora_forward(peft_merge)
+    exercises.check_lora_forward(raises)
+    assert [getattr(Linear, name) for name in ("merge", "unmerge", "get_delta_weight", "forward")] == methods
+
+
 def test_lora_forward_forgotten_bias():
     assert_not_yet(exercises.check_lora_forward(without_bias), "base_layer(x) includes the bias")
 
@@ -123,12 +186,54 @@ def test_attention_pattern_placeholder(model):
     (r".*language_model.*_proj", "MLP layers"),
     (r".*language_model.*\.(q_proj|k_proj|v_proj)", "misses 2 of the 8"),
     (r"language_model.*\.(q|k|v|o)_proj", "start the pattern with `.*`"),
-    (r".*(language_model.*\.(q|k|v|o)_proj|linear_1)", "other layers"),
+    (r".*(language_model.*\.(q|k|v|o)_proj|linear_1)", "'model.multi_modal_projector.linear_1', which is not an"),
     (r".*language_model.*\.(q_proj", "not a valid regular expression"),
     (["q_proj", "k_proj", "v_proj", "o_proj"], "as a string"),
+    (r".*language_model.*(embed_tokens|(q|k|v|o)_proj)", "'model.language_model.embed_tokens', which is not an"),
+    (r".*\.(q_proj|k_proj|v_proj|o_proj|out_proj|embed_tokens)", "audio tower"),
 ])
 def test_attention_pattern_mistakes(model, mistake, hint):
     assert_not_yet(exercises.check_attention_only_pattern(mistake, model), hint)
+
+
+NOT_LINEAR = [r".*language_model.*self_attn.*", r".*language_model.*\.self_attn(\..*)?"]
+RIGHT_PATTERNS = [
+    r".*language_model.*\.(q|k|v|o)_proj",
+    r".*language_model\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)",  # the solution's
+    r"model\.language_model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj",
+]
+
+
+@pytest.mark.parametrize("pattern", NOT_LINEAR)
+def test_attention_pattern_that_matches_a_module_peft_cannot_adapt(model, pattern):
+    feedback = exercises.check_attention_only_pattern(pattern, model)
+    assert_not_yet(feedback, "'model.language_model.layers.0.self_attn' itself")
+    assert "not a linear layer: peft refuses it" in feedback.message
+
+
+@pytest.mark.parametrize("pattern", RIGHT_PATTERNS)
+def test_attention_pattern_right_answers_in_other_forms(model, pattern):
+    assert exercises.check_attention_only_pattern(pattern, model).correct
+
+
+def test_attention_pattern_check_agrees_with_peft(model):
+    """What the check accepts, peft adapts (exactly the attention projections); what it refuses as not linear,
+    peft refuses too."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    def adapt(pattern):
+        with torch.device("meta"):
+            skeleton = type(model)(model.config)
+        return get_peft_model(skeleton, LoraConfig(target_modules=pattern))
+
+    wanted = {name for name, _ in model.named_modules()
+              if "language_model" in name and re.search(r"self_attn\.[qkvo]_proj$", name)}
+    for pattern in RIGHT_PATTERNS:
+        assert set(adapt(pattern).base_model.targeted_module_names) == wanted
+    for pattern in NOT_LINEAR:
+        with pytest.raises(ValueError, match="is not supported"):
+            adapt(pattern)
 
 
 def test_attention_pattern_right_answer(model):
@@ -151,6 +256,8 @@ def test_optimizer_steps_placeholder():
 @pytest.mark.parametrize("mistake, hint", [
     (lambda rows, micro, accumulation: rows // (micro * accumulation), "round up, not down"),
     (lambda rows, micro, accumulation: math.ceil(rows / micro), "counts micro-batches"),
+    (lambda rows, micro, accumulation: rows / micro, "counts micro-batches"),
+    (lambda rows, micro, accumulation: rows // micro, "counts micro-batches"),
     (lambda rows, micro, accumulation: rows / (micro * accumulation), "whole number"),
     (lambda rows, micro, accumulation: rows // (micro * accumulation) + 1, "one step too many"),
     (lambda rows, micro, accumulation: 3 * -(-rows // (micro * accumulation)), "one epoch"),
@@ -165,4 +272,10 @@ def test_optimizer_steps_right_answer_and_errors():
     # a whole number as a float is accepted, as in notebook 01's exercise 1
     as_float = exercises.check_optimizer_steps(lambda rows, micro, accumulation: float(math.ceil(rows / (micro * accumulation))))
     assert as_float.correct
+    import torch
+
+    def as_tensor(rows, micro, accumulation):
+        return torch.tensor(rows / (micro * accumulation)).ceil()
+
+    assert exercises.check_optimizer_steps(as_tensor).correct
     assert_not_yet(exercises.check_optimizer_steps(raises), "KeyError")

@@ -79,6 +79,46 @@ def test_merge_mistakes_get_their_hints():
     assert_hint(exercises.check_merge_by_hand(lambda layer: 1.0), "return a torch tensor")
 
 
+def peft_delta(layer):
+    return layer.base_layer.weight + layer.get_delta_weight("default")
+
+
+def peft_merge_on_a_copy(layer):
+    import copy
+
+    twin = copy.deepcopy(layer)
+    twin.merge()
+    return twin.base_layer.weight
+
+
+def peft_merge_and_unmerge(layer):
+    layer.merge()
+    weight = layer.base_layer.weight.clone()
+    layer.unmerge()
+    return weight
+
+
+@pytest.mark.parametrize("mistake, call", [
+    (peft_delta, "layer.get_delta_weight()"),
+    (peft_merge_on_a_copy, "layer.merge()"),
+    (peft_merge_and_unmerge, "layer.merge()"),
+])
+def test_merge_with_peft_doing_it_gets_a_hint_naming_the_call(mistake, call):
+    feedback = exercises.check_merge_by_hand(mistake)
+    assert_hint(feedback, call)
+    assert "`+=`" not in feedback.message
+
+
+def test_merge_check_leaves_peft_as_it_was():
+    from peft.tuners.lora import Linear
+
+    names = ("merge", "unmerge", "get_delta_weight")
+    methods = [getattr(Linear, name) for name in names]
+    exercises.check_merge_by_hand(peft_merge_on_a_copy)
+    exercises.check_merge_by_hand(raises)
+    assert [getattr(Linear, name) for name in names] == methods
+
+
 def test_merge_right_answer_passes_and_errors_become_hints():
     assert exercises.check_merge_by_hand(right_merge)
 
@@ -163,6 +203,62 @@ def test_sizes_more_mistakes_get_their_hints():
     assert_hint(exercises.check_sizes_mb(rounded), "right method, rounded too far")
 
 
+def saved_sizes(model, save_merged):
+    """Both saved the way the tutorial saves (safetensors); the merged model with `save_merged(merged, path)`."""
+    import copy
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        adapter = os.path.getsize(os.path.join(folder, "adapter_model.safetensors"))
+        merged_file = os.path.join(folder, "merged")
+        save_merged(copy.deepcopy(model).merge_and_unload(), merged_file)
+        return adapter / 1e6, os.path.getsize(merged_file) / 1e6
+
+
+def saved_files(model):
+    from safetensors.torch import save_model
+
+    return saved_sizes(model, save_model)
+
+
+def saved_merged_file(model):
+    from safetensors.torch import save_file
+
+    return right_sizes(model)[0], saved_sizes(model, lambda merged, path: save_file(merged.state_dict(), path))[1]
+
+
+def test_sizes_of_a_merged_file_in_another_format_gets_a_hint():
+    def pickled(merged, path):
+        torch.save(merged.state_dict(), path)
+
+    feedback = exercises.check_sizes_mb(lambda model: saved_sizes(model, pickled))
+    assert_hint(feedback, "counted from its parameters")
+    assert "656,640 bytes" in feedback.message and "expected" not in feedback.message
+
+
+def test_sizes_of_an_adapter_file_in_another_format_gets_a_hint():
+    def pickled_adapter(model):
+        import io
+
+        from peft import get_peft_model_state_dict
+
+        buffer = io.BytesIO()
+        torch.save(get_peft_model_state_dict(model), buffer)
+        return buffer.getbuffer().nbytes / 1e6, right_sizes(model)[1]
+
+    assert_hint(exercises.check_sizes_mb(pickled_adapter), "as if measured on a file saved another way")
+
+
+def test_sizes_from_the_model_merge_and_unload_returns():  # it merges the model it receives, in place
+    def measured_after_merging(model):
+        adapter = byte_count(p for name, p in model.named_parameters() if "lora_" in name)
+        return adapter / 1e6, byte_count(model.merge_and_unload().parameters()) / 1e6
+
+    assert exercises.check_sizes_mb(measured_after_merging)
+
+
 def test_sizes_right_answer_passes_and_errors_become_hints():
     assert exercises.check_sizes_mb(right_sizes)
 
@@ -177,6 +273,9 @@ def test_sizes_right_answer_passes_and_errors_become_hints():
 
     feedback = exercises.check_sizes_mb(saved_file)
     assert feedback and "header" in feedback.message, feedback.message
+    for both_files in (saved_files, saved_merged_file):
+        feedback = exercises.check_sizes_mb(both_files)
+        assert feedback and "header" in feedback.message, feedback.message
     assert exercises.check_sizes_mb(lambda model: [round(x, 6) for x in right_sizes(model)])
     assert_hint(exercises.check_sizes_mb(raises), "RuntimeError")
 

@@ -5,15 +5,21 @@
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
+from unittest import mock
 
 import torch
 
-from tutorial_kit.exercises import PLACEHOLDER_HINT, correct, friendly, not_yet, unanswered
+from tutorial_kit.exercises import PLACEHOLDER_HINT, correct, friendly, not_yet, plain_number, unanswered
 
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+# The module types peft's LoRA can adapt (peft.tuners.lora.layer.dispatch_default, with transformers' Conv1D);
+# it refuses any other module that target_modules matches.
+PEFT_ADAPTS = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
+               torch.nn.MultiheadAttention)
 
 
 def _skeleton(model):
@@ -48,6 +54,36 @@ def _adapted_layers(r: int, alpha: int):
 ORDER_HINT = "x (rows x in) goes through A first (r x in, so x @ A.T), then B (out x r, so @ B.T)."
 
 
+# What peft's own methods do for you: calling one shows nothing of how the output is computed.
+PEFT_SHORTCUTS = {
+    "merge": "`layer.merge()` has peft fold the update into the weight for you",
+    "unmerge": "`layer.unmerge()` has peft take the update out of the weight for you",
+    "get_delta_weight": "`layer.get_delta_weight()` has peft compute the update for you",
+}
+
+
+@contextlib.contextmanager
+def recording_calls(layer, names, calls: list):
+    """While inside, calling one of `names` on any layer of `layer`'s class (a copy too) appends its name to `calls`."""
+    def recorded(name, method):
+        def call(self, *args, **kwargs):
+            calls.append(name)
+            return method(self, *args, **kwargs)
+        return call
+
+    cls = type(layer)
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            stack.enter_context(mock.patch.object(cls, name, recorded(name, getattr(cls, name))))
+        yield
+
+
+def _changed(snapshot, layer) -> bool:
+    """Whether a parameter of `layer` was written to since `snapshot`, even if put back as it was."""
+    return any(p._version != version or not torch.equal(p, before)
+               for (before, version), p in zip(snapshot, layer.parameters()))
+
+
 def _lora_output(layer, x, scale):
     a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
     return layer.base_layer(x) + scale * (x @ a.T @ b.T)
@@ -65,18 +101,27 @@ def check_lora_forward(lora_forward) -> object:
             x = torch.randn(3, layer.in_features, generator=torch.Generator().manual_seed(0))
             with torch.no_grad():
                 expected = layer(x)
-                called_whole_layer = []
+                called_whole_layer, shortcuts = [], []
                 forward = layer.forward
                 # an instance attribute: `layer(x)` and `layer.forward(x)` both go through it
                 layer.forward = lambda *args, **kwargs: called_whole_layer.append(True) or forward(*args, **kwargs)
+                snapshot = [(p.detach().clone(), p._version) for p in layer.parameters()]
                 try:
-                    got = lora_forward(layer, x)
+                    with recording_calls(layer, PEFT_SHORTCUTS, shortcuts):
+                        got = lora_forward(layer, x)
                 except RuntimeError as error:
                     if "cannot be multiplied" not in str(error):
                         raise
                     return not_yet(f"{error}. {ORDER_HINT}")
                 finally:
                     del layer.forward
+                if shortcuts:
+                    return not_yet(f"{PEFT_SHORTCUTS[shortcuts[0]]}, so it shows nothing of how the output is "
+                                   "computed: build it from the parts, layer.base_layer(x) plus lora_alpha / r times "
+                                   "x through lora_A, then lora_B.")
+                if _changed(snapshot, layer):
+                    return not_yet("your function changed the layer's own weights; compute the output from them and "
+                                   "leave the layer as it was (`+` makes a new tensor, `+=` or `.add_` overwrite).")
                 if called_whole_layer:
                     return not_yet("that asks the LoRA layer itself for its output, so it shows nothing of how it is "
                                    "computed: build it from the parts, layer.base_layer(x) plus lora_alpha / r times "
@@ -123,6 +168,7 @@ def check_attention_only_pattern(pattern, model=None) -> object:
     q/k/v/o attention projections, and on nothing else of `model`."""
     from peft import LoraConfig
     from peft.tuners.tuners_utils import check_target_module_exists
+    from transformers.pytorch_utils import Conv1D
 
     if unanswered(pattern):
         return not_yet(PLACEHOLDER_HINT)
@@ -137,13 +183,21 @@ def check_attention_only_pattern(pattern, model=None) -> object:
     except re.error as error:
         return not_yet(f"that is not a valid regular expression: {error}.")
     config = LoraConfig(target_modules=pattern)
-    linear = [name for name, module in _skeleton(model).named_modules() if isinstance(module, torch.nn.Linear)]
-    matched = {name for name in linear if check_target_module_exists(config, name)}
-    wanted = {name for name in linear
-              if "language_model" in name and name.rsplit(".", 1)[-1] in ATTENTION_PROJECTIONS}
+    modules = list(_skeleton(model).named_modules())
+    wanted = {name for name, module in modules if isinstance(module, torch.nn.Linear)
+              and "language_model" in name and name.rsplit(".", 1)[-1] in ATTENTION_PROJECTIONS}
+    # peft tries every module whose name matches, in this order, and stops at the first it cannot adapt
+    matched = [(name, module) for name, module in modules if name and check_target_module_exists(config, name)]
     if not matched:
         return not_yet(f"it matches no layer. peft matches the whole module name (re.fullmatch), e.g. "
                        f"{sorted(wanted)[0]!r}: start the pattern with `.*`.")
+    refused = [(name, module) for name, module in matched if not isinstance(module, (*PEFT_ADAPTS, Conv1D))]
+    if refused:
+        name, module = refused[0]
+        holds = any(other.startswith(name + ".") for other in wanted)
+        return not_yet(f"it also matches {name!r}{' itself' if holds else ''}, a {type(module).__name__}, which is "
+                       "not a linear layer: peft refuses it. End the pattern with the projection names.")
+    matched = {name for name, _ in matched}
     extra, missing = sorted(matched - wanted), sorted(wanted - matched)
     tower = [name for name in extra if "audio_tower" in name]
     if tower:
@@ -154,6 +208,8 @@ def check_attention_only_pattern(pattern, model=None) -> object:
         return not_yet(f"it also adapts {len(mlp)} MLP layers, e.g. {mlp[0]!r}: list only q_proj, k_proj, v_proj "
                        "and o_proj.")
     if extra:
+        if len(extra) == 1:
+            return not_yet(f"it also adapts {extra[0]!r}, which is not an attention projection.")
         return not_yet(f"it also adapts {len(extra)} other layers, e.g. {extra[0]!r}.")
     if missing:
         return not_yet(f"it misses {len(missing)} of the {len(wanted)} attention projections, e.g. {missing[0]!r}.")
@@ -188,7 +244,7 @@ def check_optimizer_steps(optimizer_steps) -> object:
         return not_yet("pass the function itself, `optimizer_steps`, without calling it.")
     for rows, micro_batch, accumulation in STEP_CASES:
         expected = _trainer_steps_per_epoch(rows, micro_batch, accumulation)
-        got = optimizer_steps(rows, micro_batch, accumulation)
+        got = plain_number(optimizer_steps(rows, micro_batch, accumulation))
         if got is None:
             return not_yet(PLACEHOLDER_HINT)
         if got == expected:
@@ -204,7 +260,7 @@ def check_optimizer_steps(optimizer_steps) -> object:
                            "(the table in the notebook shows the total over all epochs).")
         if got == rows // (micro_batch * accumulation) or got == (rows // micro_batch) // accumulation:
             return not_yet(f"{where} The last, smaller batch still makes a step: round up, not down.")
-        if got == math.ceil(rows / micro_batch):
+        if accumulation > 1 and got in (math.ceil(rows / micro_batch), rows / micro_batch, rows // micro_batch):
             return not_yet(f"{where} That counts micro-batches; one optimizer step uses {accumulation} of them.")
         if isinstance(got, float):
             return not_yet(f"{where} A step count is a whole number: round up.")

@@ -14,6 +14,7 @@ from collections import OrderedDict
 import torch
 
 from tutorial_kit.exercises import PLACEHOLDER_HINT, ROUNDED_HINT, correct, friendly, not_yet, rounded_too_far, unanswered
+from tutorial_kit.exercises.lora import recording_calls
 
 RANK, ALPHA = 4, 12  # a scale alpha/r of 3, not the tutorial's 32/8 = 4, so that a copied constant shows
 
@@ -43,6 +44,14 @@ def _lora_parts(layer):
     return base, down, up
 
 
+# peft's own methods that do the merge, or part of it, for you
+PEFT_SHORTCUTS = {
+    "merge": "`layer.merge()` has peft do the merge for you",
+    "unmerge": "`layer.unmerge()` has peft undo a merge for you",
+    "get_delta_weight": "`layer.get_delta_weight()` has peft compute the update (alpha / r) * B @ A for you",
+}
+
+
 @friendly
 def check_merge_by_hand(merge_by_hand) -> object:
     """`merge_by_hand(layer)` -> the merged weight W + (alpha / r) * B @ A of one LoRA layer."""
@@ -54,8 +63,10 @@ def check_merge_by_hand(merge_by_hand) -> object:
     for name in names:
         layer = model.base_model.model.get_submodule(name)
         untouched = [p.detach().clone() for p in layer.parameters()]
+        shortcuts = []
         try:
-            result = merge_by_hand(layer)
+            with recording_calls(layer, PEFT_SHORTCUTS, shortcuts):
+                result = merge_by_hand(layer)
         except RuntimeError as error:
             if "must match the size" not in str(error) and "cannot be multiplied" not in str(error):
                 raise
@@ -63,6 +74,10 @@ def check_merge_by_hand(merge_by_hand) -> object:
             return not_yet(f"{name}: your code raised RuntimeError: {error}. B is {tuple(up.shape)} and A is "
                            f"{tuple(down.shape)}: the merged weight is W + scale * B @ A, B first, which has W's shape "
                            "(A.T @ B.T is its transpose, the order of x @ A.T @ B.T on a batch of inputs).")
+        if shortcuts:
+            return not_yet(f"{PEFT_SHORTCUTS[shortcuts[0]]}: compute it yourself from what the layer holds, "
+                           "W = layer.base_layer.weight, A = layer.lora_A['default'].weight, "
+                           "B = layer.lora_B['default'].weight, r and lora_alpha.")
         if unanswered(result):
             return not_yet(PLACEHOLDER_HINT)
         if not isinstance(result, torch.Tensor):
@@ -104,8 +119,7 @@ def _bytes(tensors) -> int:
 
 
 MB = 10**6
-
-
+FILE_OVERHEAD = 8192  # at most this many bytes more than the weights: a small model's file, its header or pickle
 
 
 def _saved_adapter_bytes(model) -> int:
@@ -118,38 +132,66 @@ def _saved_adapter_bytes(model) -> int:
         return os.path.getsize(os.path.join(folder, "adapter_model.safetensors"))
 
 
+def _saved_merged_bytes(model) -> set[int]:
+    """The sizes of the merged model saved as safetensors, as save_pretrained saves a transformers model: the tensors
+    and a JSON header, without and with save_pretrained's metadata {"format": "pt"}."""
+    import os
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    state = copy.deepcopy(model).merge_and_unload().state_dict()
+    sizes = set()
+    with tempfile.TemporaryDirectory() as folder:
+        for metadata in (None, {"format": "pt"}):
+            path = os.path.join(folder, "model.safetensors")
+            save_file(state, path, metadata=metadata)
+            sizes.add(os.path.getsize(path))
+    return sizes
+
+
 @friendly
 def check_sizes_mb(sizes_mb) -> object:
-    """`sizes_mb(peft_model)` -> (adapter_mb, merged_mb): the saved adapter's and the merged model's size in MB."""
+    """`sizes_mb(peft_model)` -> (adapter_mb, merged_mb): the saved adapter's and the merged model's size in MB,
+    each counted from its parameters or measured as the safetensors file it saves to."""
     from peft import get_peft_model_state_dict
 
     if not callable(sizes_mb):
         return not_yet("pass the function itself, `sizes_mb`, without calling it.")
     model = small_lora_model(torch.bfloat16)
+    # everything expected is measured first: the learner's function may change the model it receives
+    adapter_bytes = _bytes(get_peft_model_state_dict(model).values())
+    merged_bytes = _bytes(copy.deepcopy(model).merge_and_unload().parameters())
+    file_bytes, merged_file_sizes = _saved_adapter_bytes(model), _saved_merged_bytes(model)
+    lora_count = sum(p.numel() for name, p in model.named_parameters() if "lora_" in name)
+    base_count = sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)
+    all_bytes = _bytes(model.parameters())
     result = sizes_mb(model)
     if unanswered(result):
         return not_yet(PLACEHOLDER_HINT)
     if not isinstance(result, tuple | list) or len(result) != 2:
         return not_yet(f"return two numbers (adapter_mb, merged_mb); got {result!r}.")
     adapter_mb, merged_mb = (float(x) for x in result)
-    adapter_bytes = _bytes(get_peft_model_state_dict(model).values())
-    merged_bytes = _bytes(copy.deepcopy(model).merge_and_unload().parameters())
-    lora = [p for name, p in model.named_parameters() if "lora_" in name]
-    base = [p for name, p in model.named_parameters() if "lora_" not in name]
 
     def near(value, expected):
         return abs(value - expected) <= 1e-6 * max(expected, 1)
 
-    file_bytes = _saved_adapter_bytes(model)
-    if near(adapter_mb, file_bytes / MB) and near(merged_mb, merged_bytes / MB):
-        return correct(f"{adapter_mb:.4f} MB is the file save_pretrained writes: the LoRA weights' "
-                       f"{adapter_bytes:,} bytes plus a header of {file_bytes - adapter_bytes:,} bytes that names each "
-                       f"tensor and its shape. The merged model's {merged_mb:.1f} MB is "
-                       f"{merged_bytes / adapter_bytes:.0f} times larger: share the adapter, merge only where you serve.")
-    if near(adapter_mb, adapter_bytes / MB) and near(merged_mb, merged_bytes / MB):
+    adapter_file = near(adapter_mb, file_bytes / MB)
+    merged_file = next((size for size in merged_file_sizes if near(merged_mb, size / MB)), None)
+    if (adapter_file or near(adapter_mb, adapter_bytes / MB)) and (merged_file or near(merged_mb, merged_bytes / MB)):
+        notes = []
+        if adapter_file:
+            notes.append(f"{adapter_mb:.4f} MB is the file save_pretrained writes: the LoRA weights' {adapter_bytes:,} "
+                         f"bytes plus a header of {file_bytes - adapter_bytes:,} bytes that names each tensor and its "
+                         "shape.")
+        if merged_file:
+            notes.append(f"{merged_mb:.4f} MB is the merged model's safetensors file: its {merged_bytes:,} bytes of "
+                         f"weights plus a header of {merged_file - merged_bytes:,} bytes.")
+        if notes:
+            return correct(" ".join(notes) + f" The merged model is {merged_bytes / adapter_bytes:.0f} times larger "
+                           "than the adapter: share the adapter, merge only where you serve.")
         return correct(f"the adapter is {adapter_mb:.3f} MB, {adapter_bytes / merged_bytes:.1%} of the merged model's "
                        f"{merged_mb:.1f} MB: share the adapter, merge only where you serve.")
-    lora_count, base_count = sum(p.numel() for p in lora), sum(p.numel() for p in base)
     if near(adapter_mb, lora_count / MB) or near(merged_mb, base_count / MB):
         return not_yet("that counts parameters, not bytes: each parameter takes p.element_size() bytes "
                        "(4 for float32, 2 for bfloat16), so sum p.numel() * p.element_size().")
@@ -160,17 +202,27 @@ def check_sizes_mb(sizes_mb) -> object:
         return not_yet("use MB = 1,000,000 bytes; you divided by 2**20 (that is a MiB).")
     if near(adapter_mb, 8 * adapter_bytes / MB) or near(merged_mb, 8 * merged_bytes / MB):
         return not_yet("that counts bits; a byte is 8 bits, and `element_size()` already gives bytes.")
-    if near(adapter_mb, 2 * sum(p.numel() for p in lora) / MB):
+    if near(adapter_mb, 2 * lora_count / MB):
         return not_yet("the LoRA weights are float32 here (peft keeps adapters in float32 even on a bf16 model): "
                        "read each parameter's own `element_size()` rather than assuming the model's dtype.")
-    if near(merged_mb, 4 * sum(p.numel() for p in base) / MB):
+    if near(merged_mb, 4 * base_count / MB):
         return not_yet("the base weights are bfloat16, 2 bytes each: read each parameter's `element_size()`.")
-    if near(merged_mb, _bytes(model.parameters()) / MB):
+    if near(merged_mb, all_bytes / MB):
         return not_yet("merging folds B @ A into W: the merged model has only the base parameters, no lora_A/lora_B.")
-    if near(adapter_mb, _bytes(model.parameters()) / MB):
+    if near(adapter_mb, all_bytes / MB):
         return not_yet("the adapter holds only the LoRA weights (names containing 'lora_'), not the base model.")
-    if not near(adapter_mb, adapter_bytes / MB) and not near(adapter_mb, file_bytes / MB):
+    adapter_over, merged_over = round(adapter_mb * MB) - adapter_bytes, round(merged_mb * MB) - merged_bytes
+    if not adapter_file and not near(adapter_mb, adapter_bytes / MB):
+        if 0 < adapter_over <= FILE_OVERHEAD:
+            return not_yet(f"adapter: {adapter_mb:.4f} MB is {adapter_over:,} bytes over its weights' {adapter_bytes:,}, "
+                           "as if measured on a file saved another way, which adds its own bookkeeping. Count it from "
+                           "its parameters, or measure the file save_pretrained writes.")
         return not_yet(f"adapter: {adapter_mb:.4f} MB, expected {adapter_bytes / MB:.4f}. Sum numel() * element_size() "
                        "over the parameters whose name contains 'lora_', then divide by 1,000,000.")
+    if 0 < merged_over <= FILE_OVERHEAD:
+        return not_yet(f"merged model: {merged_mb:.4f} MB is {merged_over:,} bytes over the {merged_bytes:,} bytes of "
+                       "its parameters, as if measured on a saved file, which adds its own bookkeeping (a pickle, a "
+                       "header). The merged size is counted from its parameters: sum numel() * element_size() over "
+                       "those that are not LoRA's.")
     return not_yet(f"merged model: {merged_mb:.4f} MB, expected {merged_bytes / MB:.4f}. Sum numel() * element_size() "
                    "over the parameters that are not LoRA's, then divide by 1,000,000.")
