@@ -46,9 +46,13 @@ lock: setup
 # executed copies are read after the run, where a progress bar saved while it ran shows 0%.
 tutorial: setup
 	@mkdir -p $(EXECUTED)
-	@set -e; for nb in $(NOTEBOOKS); do \
+	@# Kernels over IPC sockets, not TCP (which ipykernel warns about); absolute socket paths, since the kernel
+	@# runs in notebooks/ and nbconvert here, and short ones (a socket path has at most ~100 characters).
+	@set -e; sockets=$$(mktemp -d /tmp/voxtral-kernels.XXXXXX); trap 'rm -rf "$$sockets"' EXIT; \
+	for nb in $(NOTEBOOKS); do \
 	  echo "== running $$nb"; start=$$(date +%s); \
-	  TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1 $(PY) -m jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 --KernelManager.transport=ipc \
+	  TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1 $(PY) -m jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
+	    --KernelManager.transport=ipc --KernelManager.ip="$$sockets/kernel" \
 	    --output-dir $(EXECUTED) "$$nb" --log-level WARN; \
 	  echo "   done in $$(( $$(date +%s) - start )) s"; \
 	done
