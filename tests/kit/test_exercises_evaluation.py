@@ -87,8 +87,30 @@ def test_validity_mistakes_get_their_hints():
     assert "not sure" in feedback.message or "nothing" in feedback.message
 
 
+def listed_phrases_validity(text):  # exactly the phrases the exercise text lists
+    text = text.lower()
+    for phrase in ("invalid", "not valid", "isn't valid", "not deductively valid"):
+        if phrase in text:
+            return "invalid"
+    return "valid" if "valid" in text else None
+
+
+def test_validity_negation_a_word_away_gets_a_hint():
+    feedback = exercises.check_normalize_validity(listed_phrases_validity)
+    assert_hint(feedback, "a negation may have a word between it and 'valid' ('not logically valid', "
+                          "'not a valid argument')")
+
+
 def test_validity_right_answer_passes_and_errors_become_hints():
     assert exercises.check_normalize_validity(right_validity)
+
+    def solution(reply):  # notebooks/solutions/04_inference_solutions.ipynb
+        text = reply.lower().replace("’", "'")
+        if re.search(r"\binvalid\b|\b(?:not|isn't) (?:\w+ )?valid\b", text):
+            return "invalid"
+        return "valid" if re.search(r"\bvalid\b", text) else None
+
+    assert exercises.check_normalize_validity(solution)
     assert_hint(exercises.check_normalize_validity(raises), "KeyError")
 
 
@@ -249,6 +271,28 @@ def test_mcnemar_half_for_no_disagreement_is_not_called_one_sided():
     feedback = exercises.check_mcnemar(half_when_equal)
     assert_hint(feedback, "never disagree")
     assert "one-sided" not in feedback.message
+
+
+@pytest.mark.parametrize("decimals", [2, 3, 4])
+def test_mcnemar_rounded_p_value_gets_the_rounded_hint(decimals):
+    def rounded(before, after):
+        fixed, broken, p = right_mcnemar(before, after)
+        return fixed, broken, round(p, decimals)
+
+    feedback = exercises.check_mcnemar(rounded)
+    assert_hint(feedback, "rounded too far")
+    assert "chi-squared" not in feedback.message
+
+
+def test_mcnemar_wrong_p_value_is_printed_with_digits_that_differ():
+    def slightly_off(before, after):
+        fixed, broken, p = right_mcnemar(before, after)
+        return fixed, broken, p * 1.0001
+
+    feedback = exercises.check_mcnemar(slightly_off)
+    assert_hint(feedback, "exact binomial test")
+    shown = re.findall(r"p-value (\S+) should be (\S+):", feedback.message)
+    assert shown and shown[0][0] != shown[0][1], feedback.message
 
 
 def test_mcnemar_right_answer_passes_and_errors_become_hints():

@@ -159,6 +159,44 @@ def test_lora_forward_leaves_peft_as_it_was():
     assert [getattr(Linear, name) for name in ("merge", "unmerge", "get_delta_weight", "forward")] == methods
 
 
+def floor_divided(layer, x):  # right at r=4, lora_alpha=16 (16 // 4 is 4); 0 at r=8, lora_alpha=4
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    return layer.base_layer(x) + layer.lora_alpha["default"] // layer.r["default"] * (x @ a.T @ b.T)
+
+
+def floor_divided_upside_down(layer, x):  # 4 // 16 is 0 at once
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    return layer.base_layer(x) + layer.r["default"] // layer.lora_alpha["default"] * (x @ a.T @ b.T)
+
+
+@pytest.mark.parametrize("mistake, numbers", [(floor_divided, "4 // 8 is 0"), (floor_divided_upside_down, "4 // 16 is 0")])
+def test_lora_forward_integer_division_is_named(mistake, numbers):
+    feedback = exercises.check_lora_forward(mistake)
+    assert_not_yet(feedback, "`//` is integer division")
+    assert numbers in feedback.message and "use /" in feedback.message
+    assert "frozen layer alone" not in feedback.message
+
+
+def test_lora_forward_integer_division_elsewhere_is_not_blamed():
+    """`//` on r or lora_alpha that does not make the output wrong is not named; the real mistake is."""
+    def floor_divided_then_unscaled(layer, x):
+        _ = layer.lora_alpha["default"] // layer.r["default"]
+        return unscaled(layer, x)
+
+    feedback = exercises.check_lora_forward(floor_divided_then_unscaled)
+    assert_not_yet(feedback, "you left out the scale")
+    assert "//" not in feedback.message
+
+
+def test_lora_forward_error_in_a_division_is_the_learners_as_python_words_it():
+    def divided_by_the_dict(layer, x):  # ["default"] forgotten
+        return layer.base_layer(x) + layer.lora_alpha["default"] // layer.r
+
+    feedback = exercises.check_lora_forward(divided_by_the_dict)
+    assert_not_yet(feedback, "your code raised TypeError: unsupported operand type(s) for //: 'int' and 'dict'")
+    assert "divided_by_the_dict" in feedback.message
+
+
 def test_lora_forward_forgotten_bias():
     assert_not_yet(exercises.check_lora_forward(without_bias), "base_layer(x) includes the bias")
 
@@ -194,6 +232,31 @@ def test_attention_pattern_placeholder(model):
 ])
 def test_attention_pattern_mistakes(model, mistake, hint):
     assert_not_yet(exercises.check_attention_only_pattern(mistake, model), hint)
+
+
+# Right on the tiny model (2 language-model layers), but the full-size model has 30.
+FIRST_LAYERS_ONLY = [
+    r".*language_model\.layers\.[01]\.self_attn\.(q|k|v|o)_proj",
+    r"model\.language_model\.layers\.(0|1)\.self_attn\.(q|k|v|o)_proj",
+    r".*language_model\.layers\.\d\.self_attn\.(q|k|v|o)_proj",  # one digit: layers 0 to 9
+]
+
+
+@pytest.mark.parametrize("pattern", FIRST_LAYERS_ONLY)
+def test_attention_pattern_that_names_only_some_layers(model, pattern):
+    assert model.config.text_config.num_hidden_layers < 10
+    feedback = exercises.check_attention_only_pattern(pattern, model)
+    assert_not_yet(feedback, "it names only some layers: the full-size model has 30; match every layer number")
+
+
+def test_attention_pattern_full_size_names_are_quick(model):
+    import time
+
+    exercises._full_size_attention_projections.cache_clear()
+    start = time.perf_counter()
+    names = exercises._full_size_attention_projections()
+    assert time.perf_counter() - start < 2
+    assert len(names) == 4 * 30 and "model.language_model.layers.29.self_attn.o_proj" in names
 
 
 NOT_LINEAR = [r".*language_model.*self_attn.*", r".*language_model.*\.self_attn(\..*)?"]

@@ -25,6 +25,8 @@ def test_small_lora_model_has_a_non_zero_update_on_both_layers():
         layer = model.base_model.model.get_submodule(name)
         assert layer.lora_B["default"].weight.abs().max() > 0
         assert layer.scaling["default"] == exercises.ALPHA / exercises.RANK != 32 / 8
+    second = exercises.small_lora_model(rank=exercises.SECOND_RANK)
+    assert second.base_model.model.q_proj.scaling["default"] == exercises.ALPHA / exercises.SECOND_RANK == 1.5
 
 
 # merge_by_hand --------------------------------------------------------------------------------------------------
@@ -117,6 +119,39 @@ def test_merge_check_leaves_peft_as_it_was():
     exercises.check_merge_by_hand(peft_merge_on_a_copy)
     exercises.check_merge_by_hand(raises)
     assert [getattr(Linear, name) for name in names] == methods
+
+
+def test_merge_a_scale_right_only_for_r4_alpha12_gets_a_hint():
+    """The exercise text states r=4 and alpha=12; the second model (r=8, alpha=12) has a scale of 1.5."""
+    def copied_scale(layer):
+        weight, down, up = parts(layer)
+        return weight + 3 * up @ down
+
+    def floor_divided(layer):  # 12 // 4 is 3, right; 12 // 8 is 1
+        weight, down, up = parts(layer)
+        return weight + (layer.lora_alpha["default"] // layer.r["default"]) * up @ down
+
+    def floor_divided_upside_down(layer):  # 4 // 12 is 0
+        weight, down, up = parts(layer)
+        return weight + (layer.r["default"] // layer.lora_alpha["default"]) * up @ down
+
+    def truncated(layer):  # int(12 / 8) is 1
+        weight, down, up = parts(layer)
+        return weight + int(layer.lora_alpha["default"] / layer.r["default"]) * up @ down
+
+    feedback = exercises.check_merge_by_hand(copied_scale)
+    assert_hint(feedback, "a constant scale of 3, copied from the first model (12 / 4): read r and lora_alpha from "
+                          "the layer")
+    assert "r=8" in feedback.message and "//" not in feedback.message
+    feedback = exercises.check_merge_by_hand(floor_divided)
+    assert_hint(feedback, "`//` is integer division: 12 // 8 is 1; use /")
+    assert "left out the scale" not in feedback.message
+    feedback = exercises.check_merge_by_hand(floor_divided_upside_down)
+    assert_hint(feedback, "`//` is integer division: 4 // 12 is 0; use /")
+    assert "base weight alone" not in feedback.message
+    feedback = exercises.check_merge_by_hand(truncated)
+    assert_hint(feedback, "12 / 8 is not a whole number")
+    assert "//" not in feedback.message and "left out the scale" not in feedback.message
 
 
 def test_merge_right_answer_passes_and_errors_become_hints():
@@ -251,12 +286,32 @@ def test_sizes_of_an_adapter_file_in_another_format_gets_a_hint():
     assert_hint(exercises.check_sizes_mb(pickled_adapter), "as if measured on a file saved another way")
 
 
-def test_sizes_from_the_model_merge_and_unload_returns():  # it merges the model it receives, in place
+def test_sizes_that_merge_the_model_received_get_a_hint():  # merge_and_unload merges the model it is called on
     def measured_after_merging(model):
         adapter = byte_count(p for name, p in model.named_parameters() if "lora_" in name)
         return adapter / 1e6, byte_count(model.merge_and_unload().parameters()) / 1e6
 
-    assert exercises.check_sizes_mb(measured_after_merging)
+    def merged_adapter_in_place(model):  # merge_adapter keeps the LoRA layers but changes the base weights
+        sizes = right_sizes(model)
+        model.merge_adapter()
+        return sizes
+
+    feedback = exercises.check_sizes_mb(measured_after_merging)
+    assert_hint(feedback, "copy.deepcopy(peft_model).merge_and_unload()")
+    assert "changes the model it is called on" in feedback.message
+    feedback = exercises.check_sizes_mb(merged_adapter_in_place)
+    assert_hint(feedback, "changed the weights of the model it received")
+    assert "copy.deepcopy(peft_model)" in feedback.message
+
+
+def test_sizes_from_a_merged_copy_pass():
+    def measured_on_a_copy(model):
+        import copy
+
+        adapter = byte_count(p for name, p in model.named_parameters() if "lora_" in name)
+        return adapter / 1e6, byte_count(copy.deepcopy(model).merge_and_unload().parameters()) / 1e6
+
+    assert exercises.check_sizes_mb(measured_on_a_copy)
 
 
 def test_sizes_right_answer_passes_and_errors_become_hints():

@@ -25,9 +25,12 @@ VALIDITY_REPLIES = (
     "valid", "Invalid.", "VALID!", "The argument is valid.", "The argument is not valid",
     "It is not deductively valid.", "This argument isn't valid.", "invalid, because the conclusion does not follow",
     "maybe", "I am not sure.", "",
+    # a negation a word away from 'valid', unlike the phrases the exercise text lists: still invalid
+    "The argument is not logically valid.", "It is not a valid argument.",
     # a negation that is about something else: still valid
     "I'm not sure, but I think it is valid.", "Valid: nothing is missing.",
 )
+WORD_BETWEEN = ("The argument is not logically valid.", "It is not a valid argument.")
 UNRELATED_NEGATIONS = ("I'm not sure, but I think it is valid.", "Valid: nothing is missing.")
 
 
@@ -62,6 +65,9 @@ def check_normalize_validity(normalize_validity) -> object:
     if any(got[r] == "valid" for r in negated):
         return not_yet("a negation flips the answer: 'not valid', 'not deductively valid' and \"isn't valid\" all "
                        "mean 'invalid'.")
+    if any(got[r] == "valid" for r in WORD_BETWEEN):
+        return not_yet("a negation may have a word between it and 'valid' ('not logically valid', 'not a valid "
+                       "argument'): both mean 'invalid'.")
     misread = [r for r in UNRELATED_NEGATIONS if got[r] == "invalid"]
     if misread:
         return not_yet(f"you read {misread[0]!r} as 'invalid'. A negation flips the answer only when it is about "
@@ -217,8 +223,10 @@ def check_mcnemar(fixed_broken_p) -> object:
                 return not_yet("that is a one-sided p-value (alternative=\"less\" or \"greater\"): the question is "
                                "whether fine-tuning changed accuracy in either direction, so use the two-sided test, "
                                "`binomtest`'s default (alternative=\"two-sided\").")
-            return not_yet(f"the counts are right ({fixed}, {broken}); the p-value {float(p_value):.4f} should be "
-                           f"{expected.p_value:.4f}: an exact binomial test of `fixed` successes out of fixed + broken "
+            if rounded_too_far(float(p_value), expected.p_value):
+                return not_yet(ROUNDED_HINT)
+            return not_yet(f"the counts are right ({fixed}, {broken}); the p-value {float(p_value):.6g} should be "
+                           f"{expected.p_value:.6g}: an exact binomial test of `fixed` successes out of fixed + broken "
                            "tosses of a fair coin, not a chi-squared approximation or a test over all questions.")
     expected = _expected_mcnemar(*cases[0])
     verdict = "rare for a fair coin" if expected.p_value < 0.05 else "a split a fair coin often gives, so no evidence yet"

@@ -29,6 +29,24 @@ def _skeleton(model):
         return type(base)(base.config)
 
 
+@functools.cache
+def _full_size_attention_projections() -> tuple[str, ...]:
+    """The language model's attention projections in the full-size Voxtral (30 layers), built on the `meta` device:
+    names only, no memory, in a tenth of a second."""
+    from transformers import VoxtralConfig, VoxtralForConditionalGeneration
+
+    with torch.device("meta"):
+        full = VoxtralForConditionalGeneration(VoxtralConfig())
+    return tuple(name for name, module in full.named_modules() if isinstance(module, torch.nn.Linear)
+                 and "language_model" in name and name.rsplit(".", 1)[-1] in ATTENTION_PROJECTIONS)
+
+
+def _full_size_layers() -> int:
+    from transformers import VoxtralConfig
+
+    return VoxtralConfig().text_config.num_hidden_layers
+
+
 class _TwoLayers(torch.nn.Module):
     """Two linear layers of different shapes, one with a bias, to adapt with peft."""
 
@@ -78,6 +96,64 @@ def recording_calls(layer, names, calls: list):
         yield
 
 
+class _Watched(int):
+    """An int that notes each `//` it takes part in, as (left, right, result), in `divisions`."""
+
+    def __new__(cls, value: int, divisions: list):
+        number = super().__new__(cls, value)
+        number.divisions = divisions
+        return number
+
+    def __copy__(self):  # a copy of the layer (copy.deepcopy) keeps noting
+        return type(self)(int(self), self.divisions)
+
+    def __deepcopy__(self, memo):
+        return self.__copy__()
+
+    def __reduce__(self):  # pickled, a plain int
+        return int, (int(self),)
+
+    # Anything but a plain division by a non-zero number is left to Python (NotImplemented), so that an error
+    # is raised on the learner's own line, not here.
+    def __floordiv__(self, other):
+        if not isinstance(other, int | float) or not other:
+            return NotImplemented
+        other = int(other) if isinstance(other, _Watched) else other  # noted here, once
+        result = int(self) // other
+        self.divisions.append((int(self), other, result))
+        return result
+
+    def __rfloordiv__(self, other):
+        if not isinstance(other, int | float) or not self:
+            return NotImplemented
+        result = other // int(self)
+        self.divisions.append((other, int(self), result))
+        return result
+
+
+_Watched.__name__ = _Watched.__qualname__ = "int"  # what Python's own error messages call it, as for any r
+
+
+@contextlib.contextmanager
+def watching_floor_division(layer, divisions: list):
+    """While inside, `layer.r[...]` and `layer.lora_alpha[...]` note in `divisions` each `//` they take part in."""
+    kept = layer.r, layer.lora_alpha
+    layer.r, layer.lora_alpha = ({name: _Watched(value, divisions) if type(value) is int else value
+                                  for name, value in settings.items()} for settings in kept)
+    try:
+        yield
+    finally:
+        layer.r, layer.lora_alpha = kept
+
+
+def floor_division_hint(divisions, matches) -> str | None:
+    """The hint for a `//` on r or lora_alpha whose whole-number result `matches(scale)` shows in the answer."""
+    for left, right, result in divisions:
+        if isinstance(right, int) and right and left / right != result and matches(result):
+            return f"`//` is integer division: {left} // {right} is {result}; use /."
+    return None
+
+
 def _changed(snapshot, layer) -> bool:
     """Whether a parameter of `layer` was written to since `snapshot`, even if put back as it was."""
     return any(p._version != version or not torch.equal(p, before)
@@ -101,13 +177,13 @@ def check_lora_forward(lora_forward) -> object:
             x = torch.randn(3, layer.in_features, generator=torch.Generator().manual_seed(0))
             with torch.no_grad():
                 expected = layer(x)
-                called_whole_layer, shortcuts = [], []
+                called_whole_layer, shortcuts, divisions = [], [], []
                 forward = layer.forward
                 # an instance attribute: `layer(x)` and `layer.forward(x)` both go through it
                 layer.forward = lambda *args, **kwargs: called_whole_layer.append(True) or forward(*args, **kwargs)
                 snapshot = [(p.detach().clone(), p._version) for p in layer.parameters()]
                 try:
-                    with recording_calls(layer, PEFT_SHORTCUTS, shortcuts):
+                    with recording_calls(layer, PEFT_SHORTCUTS, shortcuts), watching_floor_division(layer, divisions):
                         got = lora_forward(layer, x)
                 except RuntimeError as error:
                     if "cannot be multiplied" not in str(error):
@@ -139,6 +215,10 @@ def check_lora_forward(lora_forward) -> object:
                     return not_yet(f"{where} you scaled by 4, the tutorial's 32 / 8 copied. Compute lora_alpha / r "
                                    "from the layer: layer.lora_alpha['default'] / layer.r['default'] "
                                    f"(here {alpha} / {r} = {alpha / r:g}).")
+                floor_divided = floor_division_hint(
+                    divisions, lambda scale: torch.allclose(got, _lora_output(layer, x, scale), atol=1e-5))
+                if floor_divided:
+                    return not_yet(f"{where} {floor_divided}")
                 mistakes = {
                     1.0: "you left out the scale: the update B·A·x is multiplied by lora_alpha / r.",
                     alpha: "you scaled by lora_alpha alone: divide it by r (lora_alpha / r).",
@@ -213,6 +293,10 @@ def check_attention_only_pattern(pattern, model=None) -> object:
         return not_yet(f"it also adapts {len(extra)} other layers, e.g. {extra[0]!r}.")
     if missing:
         return not_yet(f"it misses {len(missing)} of the {len(wanted)} attention projections, e.g. {missing[0]!r}.")
+    # This model is small; the same pattern must also cover every layer of the full-size one.
+    if any(not check_target_module_exists(config, name) for name in _full_size_attention_projections()):
+        return not_yet(f"it names only some layers: the full-size model has {_full_size_layers()}; match every layer "
+                       "number (\\d+), not only the ones this small model has.")
     return correct(f"{len(wanted)} attention projections, nothing in the audio tower or the MLP. The LoRA paper "
                    "(Hu et al., 2021) adapted attention only. Later work (Dettmers et al., 2023) found that adapting "
                    "every linear layer, as this tutorial does, comes closer to a full fine-tune.")

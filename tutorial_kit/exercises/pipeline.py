@@ -14,21 +14,24 @@ from collections import OrderedDict
 import torch
 
 from tutorial_kit.exercises import PLACEHOLDER_HINT, ROUNDED_HINT, correct, friendly, not_yet, rounded_too_far, unanswered
-from tutorial_kit.exercises.lora import recording_calls
+from tutorial_kit.exercises.lora import floor_division_hint, recording_calls, watching_floor_division
 
 RANK, ALPHA = 4, 12  # a scale alpha/r of 3, not the tutorial's 32/8 = 4, so that a copied constant shows
+# The merge check also runs on a second model whose scale, 12 / 8 = 1.5, is not a whole number: a constant copied
+# from the first model, or `//`, shows there.
+SECOND_RANK = 8
 
 
-def small_lora_model(dtype: torch.dtype = torch.float32, seed: int = 0):
+def small_lora_model(dtype: torch.dtype = torch.float32, seed: int = 0, rank: int = RANK, alpha: int = ALPHA):
     """A PEFT model over two linear layers (`q_proj` 512->512, `v_proj` 512->128) with LoRA
-    r=4, alpha=12 on both. `init_lora_weights=False` makes B random, as after training (a fresh
-    adapter starts with B = 0, and merging it would change nothing)."""
+    r=4, alpha=12 on both (or `rank`, `alpha`). `init_lora_weights=False` makes B random, as after training
+    (a fresh adapter starts with B = 0, and merging it would change nothing)."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
     layers = OrderedDict(q_proj=torch.nn.Linear(512, 512), v_proj=torch.nn.Linear(512, 128))
     base = torch.nn.Sequential(layers).to(dtype)
-    config = LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     return get_peft_model(base, config)
 
 
@@ -57,15 +60,25 @@ def check_merge_by_hand(merge_by_hand) -> object:
     """`merge_by_hand(layer)` -> the merged weight W + (alpha / r) * B @ A of one LoRA layer."""
     if not callable(merge_by_hand):
         return not_yet("pass the function itself, `merge_by_hand`, without calling it.")
-    model = small_lora_model()
+    for rank in (RANK, SECOND_RANK):
+        feedback = _check_merge_on(merge_by_hand, small_lora_model(rank=rank), rank, ALPHA)
+        if feedback is not None:
+            return feedback
+    return correct("equal to peft's merge_and_unload on both layers, at r=4 and at r=8. A merged layer is one "
+                   "ordinary matrix: the same answers, with no extra work per token.")
+
+
+def _check_merge_on(merge_by_hand, model, rank: int, alpha: int):
+    """The hint for `merge_by_hand` on both layers of `model` (LoRA r=`rank`, alpha=`alpha`); None if right."""
     names = ("v_proj", "q_proj")  # the non-square one first: a transposed result shows in its shape
     merged_by_peft = _peft_merged_weights(model, names)
+    where = "" if rank == RANK else f"on a second model, with r={rank} and alpha={alpha} (scale {alpha / rank:g}): "
     for name in names:
         layer = model.base_model.model.get_submodule(name)
         untouched = [p.detach().clone() for p in layer.parameters()]
-        shortcuts = []
+        shortcuts, divisions = [], []
         try:
-            with recording_calls(layer, PEFT_SHORTCUTS, shortcuts):
+            with recording_calls(layer, PEFT_SHORTCUTS, shortcuts), watching_floor_division(layer, divisions):
                 result = merge_by_hand(layer)
         except RuntimeError as error:
             if "must match the size" not in str(error) and "cannot be multiplied" not in str(error):
@@ -94,24 +107,39 @@ def check_merge_by_hand(merge_by_hand) -> object:
         result = result.detach().float()
         if torch.allclose(result, expected, atol=1e-5):
             continue
+
+        def scaled_by(scale) -> bool:
+            return torch.allclose(result, base + scale * up @ down, atol=1e-5)
+
+        floor_divided = floor_division_hint(divisions, scaled_by)
+        if floor_divided:
+            return not_yet(where + floor_divided)
+        if rank != RANK and scaled_by(ALPHA / RANK):
+            return not_yet(f"{where}you used a constant scale of {ALPHA / RANK:g}, copied from the first model "
+                           f"({ALPHA} / {RANK}): read r and lora_alpha from the layer, `layer.r['default']` and "
+                           "`layer.lora_alpha['default']` (or `layer.scaling['default']`).")
+        if alpha % rank and (scaled_by(alpha // rank) or scaled_by(round(alpha / rank))):
+            return not_yet(f"{where}{alpha} / {rank} is not a whole number: keep the scale as it is, without int() "
+                           "or round().")
         for scale, hint in ((1.0, "you left out the scale alpha / r: the update is (alpha / r) * B @ A."),
-                            (RANK / ALPHA, "the scale is alpha / r (here 12 / 4 = 3), not r / alpha."),
-                            (float(ALPHA), "the scale is alpha / r, not alpha alone."),
+                            (rank / alpha, f"the scale is alpha / r (here {alpha} / {rank} = {alpha / rank:g}), "
+                                           "not r / alpha."),
+                            (float(alpha), "the scale is alpha / r, not alpha alone."),
                             (32 / 8, "you used the tutorial's 32 / 8; read r and alpha from this layer: "
                                      "`layer.r['default']` and `layer.lora_alpha['default']` (or `layer.scaling`)."),
                             (0.0, "that is the base weight alone: add the LoRA update (alpha / r) * B @ A.")):
-            if torch.allclose(result, base + scale * up @ down, atol=1e-5):
-                return not_yet(hint)
+            if scaled_by(scale):
+                return not_yet(where + hint)
         if expected.shape[0] == expected.shape[1] and torch.allclose(result, expected.T, atol=1e-5):
-            return not_yet("your weight is transposed: a Linear weight is (out_features, in_features), and so is B @ A.")
-        if torch.allclose(result, (ALPHA / RANK) * up @ down, atol=1e-5):
-            return not_yet("that is the update alone: add it to the base weight `layer.base_layer.weight`.")
+            return not_yet(where + "your weight is transposed: a Linear weight is (out_features, in_features), and so "
+                           "is B @ A.")
+        if torch.allclose(result, (alpha / rank) * up @ down, atol=1e-5):
+            return not_yet(where + "that is the update alone: add it to the base weight `layer.base_layer.weight`.")
         difference = (result - expected).abs().max().item()
-        return not_yet(f"{name}: your weight differs from peft's merge by up to {difference:.3g}. "
+        return not_yet(f"{where}{name}: your weight differs from peft's merge by up to {difference:.3g}. "
                        "Merged weight = W + (alpha / r) * B @ A, with W = layer.base_layer.weight, "
                        "A = layer.lora_A['default'].weight, B = layer.lora_B['default'].weight.")
-    return correct("equal to peft's merge_and_unload on both layers. A merged layer is one ordinary matrix: "
-                   "the same answers, with no extra work per token.")
+    return None
 
 
 def _bytes(tensors) -> int:
@@ -166,9 +194,18 @@ def check_sizes_mb(sizes_mb) -> object:
     lora_count = sum(p.numel() for name, p in model.named_parameters() if "lora_" in name)
     base_count = sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)
     all_bytes = _bytes(model.parameters())
+    untouched = {name: p.detach().clone() for name, p in model.named_parameters()}
     result = sizes_mb(model)
     if unanswered(result):
         return not_yet(PLACEHOLDER_HINT)
+    if not any("lora_" in name for name, _ in model.named_parameters()):
+        return not_yet("your function took the LoRA layers out of the model it received. `merge_and_unload` "
+                       "changes the model it is called on, so copy first: "
+                       "`copy.deepcopy(peft_model).merge_and_unload()`.")
+    now = dict(model.named_parameters())
+    if now.keys() != untouched.keys() or any(not torch.equal(p, now[name]) for name, p in untouched.items()):
+        return not_yet("your function changed the weights of the model it received. Measure without changing it; "
+                       "to merge, merge a copy: `copy.deepcopy(peft_model).merge_and_unload()`.")
     if not isinstance(result, tuple | list) or len(result) != 2:
         return not_yet(f"return two numbers (adapter_mb, merged_mb); got {result!r}.")
     adapter_mb, merged_mb = (float(x) for x in result)
