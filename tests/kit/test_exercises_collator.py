@@ -232,3 +232,21 @@ def test_unpadded_prompts_that_lose_tokens_are_told_which(processor, rows):
     for answer, lost in ((without_first, "without its first token, `<s>`"), (without_last, "without its last tokens")):
         feedback = exercises.check_unpadded_prompts(answer, processor=processor, rows=rows)
         assert not feedback and lost in feedback.message and "pads" not in feedback.message
+
+
+def test_unpadded_prompts_cut_to_the_shortest_are_told_how_many_tokens_are_lost(processor, rows):
+    """Every row cut to the shortest prompt: several tokens lost from the start, not one."""
+    def shortest(input_ids, attention_mask):
+        n_min = int(attention_mask.sum(dim=1).min())
+        return [row[-n_min:] for row in input_ids]
+
+    collator = VoxtralAudioCollator(processor)
+    mask = collator.prompts(rows)["attention_mask"]
+    lengths = mask.sum(dim=1).tolist()
+    row = next(i for i, n in enumerate(lengths) if n > min(lengths))
+    lost = lengths[row] - min(lengths)
+    assert lost > 1
+    feedback = exercises.check_unpadded_prompts(shortest, processor=processor, rows=rows)
+    assert not feedback and f"row {row}:" in feedback.message, feedback.message
+    assert f"without its first {lost} tokens, from `<s>` on" in feedback.message, feedback.message
+    assert "first token," not in feedback.message

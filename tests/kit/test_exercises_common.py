@@ -40,3 +40,32 @@ def test_an_answer_the_check_cannot_read_is_not_blamed_on_the_learners_code():
     said = friendly(namespace["check"])(torch.tensor([0.1, 0.2])).message
     assert "your code raised" not in said
     assert "could not read your answer" in said and "Tensor" in said
+
+
+def _check_in_the_package(source: str):
+    """A check compiled as if its code lived in the exercises package, as every real check does."""
+    import os
+
+    import tutorial_kit.exercises as package
+
+    namespace = {}
+    exec(compile(source, os.path.join(os.path.dirname(package.__file__), "a_check.py"), "exec"), namespace)
+    return friendly(namespace["check"])
+
+
+def test_what_a_function_returned_that_the_check_cannot_use_is_described():
+    """The function ran fine; what it returned is of another type or dtype: say so, not "you gave a function"."""
+    check = _check_in_the_package("def check(answer):\n    return float(answer(1))\n")
+    said = check(lambda x: torch.tensor([0.1, 0.2], dtype=torch.float64)).message
+    assert "your code raised" not in said and "You gave a function" not in said
+    assert "could not use what your function returned" in said, said
+    assert "Tensor of shape (2,)" in said and "torch.float64" in said, said
+    assert "type, shape and dtype" in said
+    said = check(lambda x: "half").message  # the error the check hit is quoted
+    assert "could not use what your function returned (ValueError: could not convert string to float" in said, said
+
+
+def test_a_function_the_check_never_called_is_not_said_to_have_returned_anything():
+    check = _check_in_the_package("def check(answer):\n    return float('x')\n")
+    said = check(lambda: 0.5).message
+    assert "could not read your answer" in said and "returned" not in said, said

@@ -55,6 +55,21 @@ def test_audio_token_count_wrong_tokens_per_chunk(processor, per_chunk, hint):
         assert "right number of chunks, wrong number of tokens per chunk" in feedback.message
 
 
+@pytest.mark.parametrize("offset", [1, -1])
+def test_audio_token_count_one_token_off_on_every_clip(processor, offset):
+    """The chunks are right, the total one token off: `[BEGIN_AUDIO]` counted once, say. Not a chunk question."""
+    feedback = exercises.check_audio_token_count(lambda seconds: math.ceil(seconds / 30) * 375 + offset,
+                                                 processor=processor)
+    assert not feedback and "one token" in feedback.message, feedback.message
+    assert "How many 30-s chunks" not in feedback.message and "12.5 tokens per second" not in feedback.message
+    assert "right number of chunks" in feedback.message
+    if offset == 1:
+        assert "only the `[AUDIO]` tokens" in feedback.message
+        assert "`[BEGIN_AUDIO]`" in feedback.message and "once per clip" in feedback.message
+    else:
+        assert "`[BEGIN_AUDIO]`" not in feedback.message
+
+
 @pytest.mark.parametrize(("answer", "hint"), [
     (..., PLACEHOLDER_HINT),
     (lambda seconds: ..., PLACEHOLDER_HINT),
@@ -134,6 +149,52 @@ def test_padding_share_as_a_tensor(splits):
     assert exercises.check_padding_share(np.float32(pooled_with_numpy(seconds)), seconds=seconds)
 
 
+def pooled_in_tokens(seconds):
+    """12.5 audio tokens a second of speech, 375 a chunk: the same share, counted in tokens."""
+    speech = sum(s * 12.5 for s in seconds)
+    return 1 - speech / sum(math.ceil(s / 30) * 375 for s in seconds)
+
+
+def pooled_in_float32(seconds):
+    """Computed with torch's default dtype, then taken out with `.item()`: right, to float32's precision."""
+    seconds = torch.tensor(seconds)
+    padded = torch.ceil(seconds / 30) * 30
+    return ((padded - seconds).sum() / padded.sum()).item()
+
+
+@pytest.mark.parametrize("form", [pooled_in_samples, pooled_with_numpy, pooled_in_tokens, pooled_in_float32])
+def test_padding_share_right_in_every_form_is_not_taken_for_rounded(form, splits):
+    from helpers.data import duration_seconds
+
+    for seconds in (CLIPS, duration_seconds(splits["train"])):
+        feedback = exercises.check_padding_share(form(seconds), seconds=seconds)
+        assert feedback, (form.__name__, feedback.message)
+
+
+def test_padding_share_is_compared_unrounded(splits):
+    """The first clip left out moves the share by well under 0.001: not the share of the whole split."""
+    from helpers.data import duration_seconds
+
+    seconds = duration_seconds(splits["train"])
+    assert abs(pooled_with_numpy(seconds[1:]) - pooled_with_numpy(seconds)) < 1e-3
+    feedback = exercises.check_padding_share(pooled_with_numpy(seconds[1:]), seconds=seconds)
+    assert not feedback and "rounded" not in feedback.message, feedback.message
+    assert "clip 0 is left out" in feedback.message, feedback.message
+    feedback = exercises.check_padding_share(pooled_with_numpy(seconds[:-1]), seconds=seconds)
+    assert not feedback and f"clip {len(seconds) - 1} is left out" in feedback.message, feedback.message
+
+
+def test_padding_share_as_a_rounded_percentage(splits):
+    from helpers.data import duration_seconds
+
+    for seconds in (CLIPS, duration_seconds(splits["train"])):
+        share = pooled_with_numpy(seconds)
+        for percentage in (round(share * 100), round(share * 100, 1)):
+            feedback = exercises.check_padding_share(percentage, seconds=seconds)
+            assert not feedback and "as a percentage" in feedback.message, (percentage, feedback.message)
+            assert "between 0 and 1" in feedback.message
+
+
 def per_clip_mean(seconds):
     return sum(1 - s / (math.ceil(s / 30) * 30) for s in seconds) / len(seconds)
 
@@ -158,7 +219,11 @@ def test_padding_share_rounded_too_far(splits):
         assert round(right, 2) != right
         feedback = exercises.check_padding_share(round(right, 2), seconds=seconds)
         assert not feedback and "right method, rounded too far" in feedback.message, feedback.message
-        assert exercises.check_padding_share(round(right, 3), seconds=seconds)  # within the check's 0.001
+    right = pooled_with_numpy(duration_seconds(splits["train"]))
+    for decimals in (3, 4, 5):  # "Give numbers unrounded": rounded to any of these, it is not the share yet
+        assert round(right, decimals) != right
+        feedback = exercises.check_padding_share(round(right, decimals), seconds=duration_seconds(splits["train"]))
+        assert not feedback and "right method, rounded too far" in feedback.message, (decimals, feedback.message)
     feedback = exercises.check_padding_share(0.5, seconds=CLIPS)  # 0.375 is right: 0.5 is no rounding of it
     assert "rounded" not in feedback.message
 
@@ -373,3 +438,103 @@ def test_majority_baseline_function_from_the_test_split(splits):
                                                  category="web_of_lies")
     assert not feedback and "test split's most common answer" in feedback.message, feedback.message
     assert "wrong" not in feedback.message
+
+
+def answers_of(rows, category):
+    return [a for c, a in zip(rows["category"], rows["official_answer"]) if c == category]
+
+
+def scored(train, test, category, pick):
+    """The test accuracy of the training answer `pick` chooses among the category's training answers."""
+    answer = pick(answers_of(train, category))
+    test_answers = answers_of(test, category)
+    return test_answers.count(answer) / len(test_answers)
+
+
+def hard_coded(train, test, category):
+    return majority_from()(train, test, "web_of_lies")
+
+
+def no_filter(train, test, category):
+    majority = Counter(train["official_answer"]).most_common(1)[0][0]
+    return list(test["official_answer"]).count(majority) / len(test["official_answer"])
+
+
+def first_answer(train, test, category):
+    return scored(train, test, category, lambda answers: answers[0])
+
+
+def least_common(train, test, category):
+    return scored(train, test, category, lambda answers: Counter(answers).most_common()[-1][0])
+
+
+def yes_or_no(train, test, category):
+    """Written for Yes/No answers, as web_of_lies has: right there."""
+    return scored(train, test, category, lambda answers: "Yes" if answers.count("Yes") > answers.count("No") else "No")
+
+
+@pytest.mark.parametrize(("answer", "hint", "not_said"), [
+    (hard_coded, "your function gives the same result whatever `category` it is given: filter the rows by `category`",
+     "whole training split"),
+    (no_filter, "whatever `category` it is given", "whole training split"),
+    (first_answer, "that is the first training answer, not the most common one", "wrong"),
+    (least_common, "the least common training answer", "test split"),
+    (majority_from(error_rate=True), "how often the majority answer is wrong", "least common"),
+])
+def test_majority_baseline_function_mistakes_named_by_their_cause(splits, answer, hint, not_said):
+    """Each mistake gets its own cause, whatever else its number on one set of rows could be."""
+    feedback = exercises.check_majority_baseline(answer, train=splits["train"], test=splits["test"],
+                                                 category="web_of_lies")
+    assert not feedback and hint in feedback.message, feedback.message
+    assert not_said not in feedback.message, feedback.message
+
+
+@pytest.mark.parametrize("category", ["web_of_lies", "navigate"])
+def test_majority_baseline_function_written_for_yes_or_no_passes(splits, category):
+    """web_of_lies and navigate answer Yes or No: a function that counts those two is right there."""
+    feedback = exercises.check_majority_baseline(yes_or_no, train=splits["train"], test=splits["test"],
+                                                 category=category)
+    assert feedback, feedback.message
+
+
+@pytest.mark.parametrize("category", ["formal_fallacies", "navigate", "object_counting", "web_of_lies"])
+@pytest.mark.parametrize(("answer", "hint"), [
+    (majority_from(), None),
+    (first_answer, "first training answer"),
+    (least_common, "least common training answer"),
+    (majority_from(error_rate=True), "how often the majority answer is wrong"),
+    (majority_from(pick_from_whole_split=True), "most common answer of the whole training split"),
+    (hard_coded, "whatever `category`"),
+    (lambda train, test, category: 100 * majority_from()(train, test, category), "as a percentage"),
+    (lambda train, test, category: round(majority_from()(train, test, category), 2), "rounded too far"),
+])
+def test_majority_baseline_function_in_every_category(splits, category, answer, hint):
+    """The rows the check builds keep each category's answers in its own form, and tell the mistakes apart."""
+    if answer is hard_coded:  # the category the check asks for, written into the function
+        answer = lambda train, test, _: majority_from()(train, test, category)  # noqa: E731
+    if hint == "rounded too far" and round(majority_from()(splits["train"], splits["test"], category), 2) == \
+            majority_from()(splits["train"], splits["test"], category):
+        hint = None  # 0.5, say: rounding it changes nothing
+    feedback = exercises.check_majority_baseline(answer, train=splits["train"], test=splits["test"],
+                                                 category=category)
+    if hint is None:
+        assert feedback, feedback.message
+    else:
+        assert not feedback and hint in feedback.message, feedback.message
+
+
+@pytest.mark.parametrize("category", ["formal_fallacies", "navigate", "object_counting", "web_of_lies"])
+def test_majority_baseline_built_rows_tell_every_mistake_apart(category):
+    """On the rows the check builds, no two mistakes (nor a mistake and the right answer) give the same numbers,
+    and only a function that ignores `category` gives one number for the first two calls."""
+    cases = exercises._built_cases({}, category)
+    assert cases[0][:2] == cases[1][:2] and cases[0][2] == category != cases[1][2]
+    for train, test, name in cases:
+        answers = set(answers_of(train, name)) | set(answers_of(test, name))
+        assert answers <= set(exercises._answer_pair(name)), (name, answers)  # each category in its own form
+    series = [[exercises._right(*case) for case in cases]]
+    series += [[mistake(*case) for case in cases] for mistake, _ in exercises._FUNCTION_MISTAKES]
+    for i, numbers in enumerate(series):
+        assert not math.isclose(numbers[0], numbers[1]), (i, numbers)
+        for other in series[:i]:
+            assert not all(math.isclose(a, b) for a, b in zip(numbers, other)), (i, numbers, other)

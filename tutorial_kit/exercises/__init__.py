@@ -16,6 +16,7 @@ import functools
 import os
 import sysconfig
 import traceback
+import types
 from dataclasses import dataclass
 
 
@@ -89,10 +90,18 @@ def friendly(check):
     def checked(*args, **kwargs) -> Feedback:
         if args and all(unanswered(a) for a in args):
             return not_yet(PLACEHOLDER_HINT)
+        returned = []  # what the learner's function returned, its last call last
+        if args and isinstance(args[0], (types.FunctionType, types.MethodType)):
+            args = (_recording(args[0], returned), *args[1:])
         try:
             return check(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - any error in the learner's code becomes a hint
             frames = traceback.extract_tb(error.__traceback__)
+            if frames[-1].filename.startswith(_HERE) and returned:
+                # Raised by the check itself, using a value of an unexpected type, shape or dtype.
+                return not_yet(f"the check could not use what your function returned ({type(error).__name__}: "
+                               f"{error}). It returned {_describe(returned[-1])}; the exercise text says what to "
+                               "return: its type, shape and dtype.")
             if frames[-1].filename.startswith(_HERE):
                 # Raised by the check itself, reading an answer of an unexpected shape or type.
                 return not_yet(f"the check could not read your answer ({type(error).__name__}: {error}). "
@@ -112,6 +121,19 @@ _LIBRARIES = tuple({os.path.join(path, "") for path in (sysconfig.get_paths()["s
                                                          sysconfig.get_paths()["platlib"])})
 
 
+def _recording(function, returned: list):
+    """`function`, keeping what each call returns, so that a hint can say what the check was given."""
+
+    @functools.wraps(function)
+    def recorded(*args, **kwargs):
+        value = function(*args, **kwargs)
+        returned.append(value)
+        return value
+
+    return recorded
+
+
 def _describe(answer) -> str:
-    shape = getattr(answer, "shape", None)
-    return f"a {type(answer).__name__}" + (f" of shape {tuple(shape)}" if shape is not None else "")
+    shape, dtype = getattr(answer, "shape", None), getattr(answer, "dtype", None)
+    return (f"a {type(answer).__name__}" + (f" of shape {tuple(shape)}" if shape is not None else "")
+            + (f" and dtype {dtype}" if shape is not None and dtype is not None else ""))

@@ -153,8 +153,11 @@ def check_unpadded_prompts(unpadded_prompts, *, processor, rows: list[dict]):
     mine, theirs = given[row], expected[row]
     start = next((i for i in range(len(theirs) - len(mine) + 1) if theirs[i:i + len(mine)] == mine), None)
     if mine and start is not None:  # a piece of the prompt: tokens lost, no pads kept
-        where = "its first token, `<s>`" if start > 0 and start + len(mine) == len(theirs) else \
-            "its last tokens: a prompt runs to the end, ending in `[/INST]`" if start == 0 else "tokens at both ends"
+        if start > 0 and start + len(mine) == len(theirs):
+            where = "its first token, `<s>`" if start == 1 else f"its first {start} tokens, from `<s>` on"
+        else:
+            where = "its last tokens: a prompt runs to the end, ending in `[/INST]`" if start == 0 else \
+                "tokens at both ends"
         return not_yet(f"row {row}: you returned {len(mine)} of its {len(theirs)} prompt tokens, without {where}. "
                        "Keep every position where attention_mask is 1.")
     return not_yet(f"row {row}: expected its {len(theirs)} prompt tokens, ending in `[/INST]`; you returned "

@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 
 from helpers.audio import CHUNK_SECONDS, SAMPLING_RATE, num_chunks
-from helpers.tasks import CATEGORIES, build_conversation
+from helpers.tasks import CATEGORIES, TASKS, build_conversation
 from tutorial_kit.exercises import (
     PLACEHOLDER_HINT,
     ROUNDED_HINT,
@@ -59,6 +59,14 @@ def check_audio_token_count(audio_token_count, *, processor):
     chunks = {seconds: num_chunks(round(seconds * SAMPLING_RATE)) for seconds in CLIP_SECONDS}
     expected_counts = {seconds: _processor_audio_tokens(processor, seconds) for seconds in CLIP_SECONDS}
     per_chunk = expected_counts[CLIP_SECONDS[0]] // chunks[CLIP_SECONDS[0]]
+    offsets = {given - expected_counts[seconds] for seconds, given in answers.items()}
+    if offsets == {1}:  # the right chunks, plus one token per clip: the marker before the audio, counted
+        return not_yet("right number of chunks, but one token off: one too many on every clip. Count only the "
+                       "`[AUDIO]` tokens: `[BEGIN_AUDIO]` appears once per clip, where the audio starts, and is not "
+                       "one of them.")
+    if offsets == {-1}:
+        return not_yet("right number of chunks, but one token off: one too few on every clip. A clip costs all the "
+                       "`[AUDIO]` tokens of its chunks, none taken off; count them from " + PER_CHUNK_HOW)
     ratios = {given / chunks[seconds] for seconds, given in answers.items()}
     if len(ratios) == 1 and all(given == math.floor(given) for given in answers.values()):
         # the right number of chunks every time, times one number of tokens per chunk
@@ -104,34 +112,57 @@ def check_audio_token_count(audio_token_count, *, processor):
                    "Checked against the processor on clips of " + ", ".join(f"{s:g}" for s in CLIP_SECONDS) + " s.")
 
 
+def _same(given: float, value: float) -> bool:
+    """`given` is `value`, unrounded: to float rounding, or to float32's precision when it is a float32 number
+    (torch's default dtype, taken out with `.item()`)."""
+    if math.isclose(given, value, rel_tol=1e-9, abs_tol=1e-12):
+        return True
+    return float(np.float32(given)) == given and math.isclose(given, value, rel_tol=1e-5, abs_tol=1e-12)
+
+
+def _near(given: float, value: float) -> bool:
+    """`given` is `value`, maybe rounded: how a mistake's number is told, whatever the digits kept."""
+    return _same(given, value) or rounded_too_far(given, value)
+
+
 @friendly
 def check_padding_share(padding_share, *, seconds):
-    """`padding_share`: the fraction of the audio the encoder processes that is padding, over all clips."""
+    """`padding_share`: the fraction of the audio the encoder processes that is padding, over all clips.
+    Compared unrounded: the exercise asks for the value itself, not a few of its digits."""
     padding_share = plain_number(padding_share)
     if not is_number(padding_share):
         return not_yet(f"padding_share should be a number between 0 and 1, not {type(padding_share).__name__}.")
     seconds = np.asarray(seconds, dtype=float)
-    padded = sum(num_chunks(round(s * SAMPLING_RATE)) * CHUNK_SECONDS for s in seconds)
+    padded_each = np.array([num_chunks(round(s * SAMPLING_RATE)) * CHUNK_SECONDS for s in seconds], dtype=float)
+    padded = float(padded_each.sum())
     expected = 1 - seconds.sum() / padded
-    if math.isclose(padding_share, expected, abs_tol=1e-3):
+    if _same(padding_share, expected):
         return correct(f"{expected:.0%} of the encoder's work is on silence added to fill the 30-s chunks. "
                        "A 5-s clip costs as much as a 30-s one: chunks, not seconds of speech, set the audio compute.")
+    if padding_share > 1 and _near(padding_share / 100, expected):
+        if _same(padding_share / 100, expected):
+            return not_yet("right value, as a percentage: give it as a fraction between 0 and 1.")
+        return not_yet("right value, as a percentage, and rounded: give it unrounded, as a fraction between 0 and 1.")
     if rounded_too_far(padding_share, expected):
         return not_yet(ROUNDED_HINT)
-    if math.isclose(padding_share, 1 - expected, abs_tol=1e-3):
+    if _near(padding_share, 1 - expected):
         return not_yet("that is the share of real audio; the question asks for the padding, the rest.")
-    if math.isclose(padding_share, 100 * expected, abs_tol=0.1):
-        return not_yet("right value, as a percentage: give it as a fraction between 0 and 1.")
-    padded_each = np.array([num_chunks(round(s * SAMPLING_RATE)) * CHUNK_SECONDS for s in seconds], dtype=float)
-    if math.isclose(padding_share, float(np.mean(1 - seconds / padded_each)), abs_tol=1e-3):
+    if _near(padding_share, float(np.mean(1 - seconds / padded_each))):
         return not_yet("that is the mean of the per-clip padding shares: a 5-s clip weighs as much in it as a 45-s one. "
                        "The question asks for the pooled share: add up the padding of all clips, then divide by "
                        "all the padded seconds together.")
-    if math.isclose(padding_share, float(np.mean(1 - seconds / CHUNK_SECONDS)), abs_tol=1e-3):
+    if _near(padding_share, float(np.mean(1 - seconds / CHUNK_SECONDS))):
         return not_yet("a clip over 30 s is padded to 60 s (two chunks), not 30: count the chunks each clip needs.")
-    if math.isclose(padding_share, (padded - seconds.sum()) / seconds.sum(), abs_tol=1e-3):
+    if _near(padding_share, (padded - seconds.sum()) / seconds.sum()):
         return not_yet("that divides the padding by the real audio. Divide it by the padded seconds instead: "
                        "the share of what the encoder sees.")
+    if len(seconds) >= 10:  # every clip but one, a loop that starts at 1 or stops one short (among a few clips,
+        # some other slip often gives one of these numbers too)
+        all_but_one = 1 - (seconds.sum() - seconds) / (padded - padded_each)
+        left_out = [i for i, share in enumerate(all_but_one) if _same(padding_share, float(share))]
+        if left_out:
+            return not_yet(f"that is the share of every clip but one (clip {left_out[0]} is left out). Pool all "
+                           f"{len(seconds)} clips of `seconds`.")
     return not_yet("add up the seconds the encoder sees (every clip padded to whole 30-s chunks) and the seconds "
                    "of real audio; the padding share is 1 - real / padded.")
 
@@ -194,40 +225,156 @@ def _majority_feedback(majority_accuracy, train, test, category: str):
                    f"its test rows that have that answer.")
 
 
-def _built_splits(train, category: str):
-    """Rows where each usual mistake gives its own number (three answers, so 1 - accuracy is no other share),
-    and where the whole training split's most common answer is never one of `category`'s."""
-    other = "web_of_lies" if category != "web_of_lies" else "navigate"
-    built = ({"category": [category] * 4 + [other] * 5, "official_answer": ["2", "2", "2", "3"] + ["No"] * 5},
-             {"category": [category] * 6 + [other] * 2, "official_answer": ["2", "2", "3", "3", "3", "5", "No", "No"]})
+# Two answers in each category's own form: a function written for one form (Yes/No, say) is right on its rows.
+_ANSWER_FORMS = {"yes/no": ("Yes", "No"), "valid/invalid": ("valid", "invalid"), "number": ("3", "5")}
+
+
+def _answer_pair(category) -> tuple[str, str]:
+    task = TASKS.get(category)
+    return _ANSWER_FORMS.get(task.answer_kind if task else "", ("Yes", "No"))
+
+
+def _partner(category) -> str:
+    """The second category the function is called with: one whose answers have the same form, if there is one."""
+    others = [c for c in CATEGORIES if c != category] or ["other"]
+    return next((c for c in others if _answer_pair(c) == _answer_pair(category)), others[0])
+
+
+def _rows(*parts) -> dict:
+    return {"category": [c for c, answers in parts for _ in answers],
+            "official_answer": [a for _, answers in parts for a in answers]}
+
+
+def _built_cases(train, category: str) -> list[tuple]:
+    """(train, test, category) calls where each usual mistake gives its own series of numbers.
+
+    Answers `a` (the category's most common in training) and `b`. With two answers, scoring `b` gives
+    1 - accuracy, whatever made `b` the pick: the three calls tell the picks apart. Call 1: `b` comes first
+    in training and is the least common; the test rows favour `a`. Call 2, the partner category on the same
+    rows: its first training answer is its most common, and its test rows favour the other answer. Call 3:
+    `a` is the only training answer of the category, and the whole training split favours `b`.
+    Calls 1 and 2 differ only by `category`: a function that ignores it returns one number for both."""
+    other = _partner(category)
+    a, b = _answer_pair(category)
+    x, y = _answer_pair(other)
+    same_form = (x, y) == (a, b)
+    if same_form:  # the partner's most common answer is `b`: the whole split's pick differs by category
+        x, y = b, a
+    first = (_rows((category, [b, a, a, a]), (other, [x, x, y])),
+             _rows((category, [a, a, a, b, b]), (other, [x, y, y, y])))
+    second = (_rows((category, [a, a]), (other, [b if same_form else x] * 5)),
+              _rows((category, [a, a, a, b]), (other, [x, y])))
+    splits = [first, first, second]
     if hasattr(train, "column_names"):  # a datasets.Dataset, as in the notebook: give the function the same type
         from datasets import Dataset
 
-        return tuple(Dataset.from_dict(columns) for columns in built)
-    return built
+        splits = [tuple(Dataset.from_dict(columns) for columns in pair) for pair in splits]
+    return [(*splits[0], category), (*splits[1], other), (*splits[2], category)]
+
+
+def _scored(train, test, category, answer) -> float:
+    test_answers = _answers(test, category)
+    return test_answers.count(answer) / len(test_answers)
+
+
+def _majority(train, category) -> str:
+    return Counter(_answers(train, category)).most_common(1)[0][0]  # the built rows have no ties
+
+
+def _whole_split_majority(train, test, category) -> float:
+    return _scored(train, test, category, Counter(str(a) for a in train["official_answer"]).most_common(1)[0][0])
+
+
+def _test_majority_share(train, test, category) -> float:
+    return Counter(_answers(test, category)).most_common(1)[0][1] / len(_answers(test, category))
+
+
+def _on_training_rows(train, test, category) -> float:
+    return _scored(None, train, category, _majority(train, category))
+
+
+def _over_the_whole_test_split(train, test, category) -> float:
+    return _answers(test, category).count(_majority(train, category)) / len(test["official_answer"])
+
+
+def _right(train, test, category) -> float:
+    return _scored(train, test, category, _majority(train, category))
+
+
+# What a function with one mistake returns, and the cause to name: told apart by their numbers on every call.
+_FUNCTION_MISTAKES = (
+    (lambda *case: 1 - _right(*case),
+     lambda category: "that is how often the majority answer is wrong, its error rate. Accuracy counts how often it "
+                      "is right."),
+    (lambda train, test, category: _scored(train, test, category, _answers(train, category)[0]),
+     lambda category: f"that is the first training answer, not the most common one. Count the answers of the "
+                      f"training rows of {category} (collections.Counter) and take the most common."),
+    (lambda train, test, category: _scored(train, test, category,
+                                           Counter(_answers(train, category)).most_common()[-1][0]),
+     lambda category: f"that scores the least common training answer of {category}; the baseline gives the most "
+                      "common one: `Counter(answers).most_common(1)[0][0]`."),
+    (_whole_split_majority,
+     lambda category: f"that is how often the most common answer of the whole training split is right: take the "
+                      f"most common answer among the training rows of {category} only."),
+    (_test_majority_share,
+     lambda category: f"that is the share of the test split's most common answer: choose the answer from the "
+                      f"training rows of {category}, as a model would have to, then score it on the test rows."),
+    (_on_training_rows,
+     lambda category: f"that is how often the majority answer is right on the training rows, where it was chosen. "
+                      f"Score it on the test rows of {category}: data the choice never saw."),
+    (_over_the_whole_test_split,
+     lambda category: f"that divides by all the rows of the test split. Score the baseline on the test rows of "
+                      f"{category} only."),
+    (lambda *case: 100 * _right(*case),
+     lambda category: "right value, as a percentage: give it as a fraction between 0 and 1."),
+    (lambda train, test, category: _answers(test, category).count(_majority(train, category)),
+     lambda category: "that is a count of rows: divide by the number of test rows of the category."),
+)
+
+
+def _function_feedback(values: list[float], cases: list[tuple]):
+    """None when the function is right on every built call; else the hint for its mistake."""
+    rights = [_right(*case) for case in cases]
+    wrong = [i for i, (value, right) in enumerate(zip(values, rights)) if not _same(value, right)]
+    if not wrong:
+        return None
+    (_, _, category), (_, _, other) = cases[0], cases[1]
+    if _same(values[0], values[1]) and not _same(rights[0], rights[1]):  # the same rows, two categories
+        return not_yet("your function gives the same result whatever `category` it is given: filter the rows by "
+                       f"`category`. On rows the check built, it returns {values[0]:.4g} for both {category!r} and "
+                       f"{other!r}, whose baselines differ.")
+    # the first call it gets wrong, of the category asked for if it gets one wrong
+    i = next((i for i in wrong if cases[i][2] == category), wrong[0])
+    said = f"on rows the check built, your function returns {values[i]:.4g} for {cases[i][2]!r}: "
+    for mistake, hint in _FUNCTION_MISTAKES:
+        if all(_same(value, mistake(*case)) for value, case in zip(values, cases)):
+            return not_yet(said + hint(cases[i][2]))
+    if all(_same(values[j], rights[j]) or rounded_too_far(values[j], rights[j]) for j in range(len(cases))):
+        return not_yet(ROUNDED_HINT)
+    return not_yet(said + f"the baseline there is {rights[i]:.4g}. Find the most common `official_answer` among the "
+                   f"training rows of {cases[i][2]}, then the share of its test rows that have that answer.")
 
 
 @friendly
 def check_majority_baseline(majority_accuracy, *, train, test, category: str):
     """`majority_accuracy`: the test accuracy of always giving `category`'s most common training answer.
     A number, or a function `majority_accuracy(train, test, category)` returning it: a function is also
-    called on rows built here, where choosing the answer from the whole training split shows."""
+    called on rows built here, under `category` and a second category, where each usual mistake shows."""
     if not callable(majority_accuracy):
         majority_accuracy = plain_number(majority_accuracy)
         if not is_number(majority_accuracy):
             return not_yet(f"majority_accuracy should be a number between 0 and 1, not {type(majority_accuracy).__name__}.")
         return _majority_feedback(majority_accuracy, train, test, category)
-    built = _built_splits(train, category)
-    for rows in (built, (train, test)):  # the built rows first: there each mistake gives its own number
-        value = plain_number(majority_accuracy(*rows, category))
+    cases = _built_cases(train, category)
+    values = []
+    for case in [*cases, (train, test, category)]:  # the built rows first: there each mistake gives its own numbers
+        value = plain_number(majority_accuracy(*case))
         if value is None or value is Ellipsis:
             return not_yet(PLACEHOLDER_HINT + " (Your function returns None: give it a `return`.)")
         if not is_number(value):
             return not_yet(f"majority_accuracy should return a number between 0 and 1, not {type(value).__name__}.")
-        feedback = _majority_feedback(value, *rows, category)
-        if not feedback and rows is built:
-            return not_yet(f"on rows the check built, your function returns {value:.4g}: "
-                           + feedback.message.removeprefix("Not yet: "))
-        if not feedback:
-            return feedback
-    return feedback
+        values.append(value)
+    feedback = _function_feedback(values[:-1], cases)
+    if feedback is not None:  # a Feedback, false as it says Not yet
+        return feedback
+    return _majority_feedback(values[-1], train, test, category)
