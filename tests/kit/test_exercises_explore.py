@@ -538,3 +538,51 @@ def test_majority_baseline_built_rows_tell_every_mistake_apart(category):
         assert not math.isclose(numbers[0], numbers[1]), (i, numbers)
         for other in series[:i]:
             assert not all(math.isclose(a, b) for a, b in zip(numbers, other)), (i, numbers, other)
+
+
+def pair_not_answer(train, test, category):
+    """`most_common(1)[0]` is an (answer, count) pair: no test answer equals it."""
+    majority = Counter(answers_of(train, category)).most_common(1)[0]
+    test_answers = answers_of(test, category)
+    return test_answers.count(majority) / len(test_answers)
+
+
+def count_not_answer(train, test, category):
+    majority = Counter(answers_of(train, category)).most_common(1)[0][1]
+    test_answers = answers_of(test, category)
+    return test_answers.count(majority) / len(test_answers)
+
+
+@pytest.mark.parametrize("category", ["formal_fallacies", "navigate", "object_counting", "web_of_lies"])
+@pytest.mark.parametrize(("answer", "hint"), [
+    (pair_not_answer, "(answer, count) pair"),
+    (count_not_answer, "(answer, count) pair"),
+    (lambda train, test, category: 1 / len(set(answers_of(train, category))), "random baseline"),
+    (lambda train, test, category: 1 / len(set(answers_of(test, category))), "random baseline"),
+    (lambda train, test, category: 0.375, "does not use its arguments"),
+])
+def test_majority_baseline_function_mistakes_that_ignore_the_rows(splits, category, answer, hint):
+    feedback = exercises.check_majority_baseline(answer, train=splits["train"], test=splits["test"],
+                                                 category=category)
+    assert not feedback and hint in feedback.message, feedback.message
+    assert "filter the rows" not in feedback.message, feedback.message
+
+
+def written_in_yes(train, test, category):
+    return answers_of(test, category).count("Yes") / len(answers_of(test, category))
+
+
+def last_by_name(train, test, category):
+    return scored(train, test, category, lambda answers: max(set(answers)))
+
+
+@pytest.mark.parametrize(("category", "answer"), [
+    ("navigate", written_in_yes), ("web_of_lies", written_in_yes),
+    *[(category, last_by_name) for category in ["formal_fallacies", "navigate", "object_counting", "web_of_lies"]],
+])
+def test_majority_baseline_function_that_picks_an_answer_whatever_the_counts(splits, category, answer):
+    feedback = exercises.check_majority_baseline(answer, train=splits["train"], test=splits["test"],
+                                                 category=category)
+    assert not feedback and "not the most common training answer" in feedback.message, feedback.message
+    for wrong_cause in ("test split", "filter the rows", "first training answer"):
+        assert wrong_cause not in feedback.message, feedback.message

@@ -252,7 +252,8 @@ def _built_cases(train, category: str) -> list[tuple]:
     1 - accuracy, whatever made `b` the pick: the three calls tell the picks apart. Call 1: `b` comes first
     in training and is the least common; the test rows favour `a`. Call 2, the partner category on the same
     rows: its first training answer is its most common, and its test rows favour the other answer. Call 3:
-    `a` is the only training answer of the category, and the whole training split favours `b`.
+    `a` is the only training answer of the category, and the whole training split favours `b`. Call 4: `b` is
+    the category's most common answer in training and its only one in the test rows.
     Calls 1 and 2 differ only by `category`: a function that ignores it returns one number for both."""
     other = _partner(category)
     a, b = _answer_pair(category)
@@ -264,12 +265,16 @@ def _built_cases(train, category: str) -> list[tuple]:
              _rows((category, [a, a, a, b, b]), (other, [x, y, y, y])))
     second = (_rows((category, [a, a]), (other, [b if same_form else x] * 5)),
               _rows((category, [a, a, a, b]), (other, [x, y])))
-    splits = [first, first, second]
+    # call 4: `b` is the most common answer in training and the only one in the test rows, so an answer
+    # chosen by its name or written in ("Yes") scores 0 where the test majority's share is 1; `a` comes first
+    fourth = (_rows((category, [a, b, b]), (other, [a if same_form else y] * 5)),
+              _rows((category, [b, b, b]), (other, [x])))
+    splits = [first, first, second, fourth]
     if hasattr(train, "column_names"):  # a datasets.Dataset, as in the notebook: give the function the same type
         from datasets import Dataset
 
         splits = [tuple(Dataset.from_dict(columns) for columns in pair) for pair in splits]
-    return [(*splits[0], category), (*splits[1], other), (*splits[2], category)]
+    return [(*splits[0], category), (*splits[1], other), (*splits[2], category), (*splits[3], category)]
 
 
 def _scored(train, test, category, answer) -> float:
@@ -332,6 +337,42 @@ _FUNCTION_MISTAKES = (
 )
 
 
+def _ignores_rows_feedback(values: list[float], cases: list[tuple]):
+    """The hint for a function whose numbers do not come from the test rows' answers, else None."""
+    rights = [_right(*case) for case in cases]
+    if all(_same(value, right) for value, right in zip(values, rights)):
+        return None
+    if all(_same(value, 0) for value in values):
+        return not_yet("your function returns 0 on every call: no test answer matches the one it picks, so it "
+                       "scores no rows. `Counter(answers).most_common(1)[0]` is an (answer, count) pair, not the "
+                       "answer: take `most_common(1)[0][0]`.")
+    for rows in (0, 1):  # the number of different answers among the training rows, or the test rows
+        if all(_same(value, 1 / len(set(_answers(case[rows], case[2])))) for value, case in zip(values, cases)):
+            return not_yet("that is the random baseline, 1/k for k different answers: how often a guess is right. "
+                           "The majority baseline always gives the most common training answer of the category, "
+                           "then counts how often that is right on its test rows.")
+    if all(_same(value, values[0]) for value in values):
+        return not_yet(f"your function returns {values[0]:.4g} on every call, whatever rows and category it is given: "
+                       "it does not use its arguments. Compute the baseline from `train`, `test` and `category`.")
+    return None
+
+
+def _picked_by_name_feedback(values: list[float], cases: list[tuple]):
+    """The hint for a function that scores one answer whatever the counts (written in, or max() of the names)."""
+    names = {a for case in cases for a in _answers(case[0], case[2]) + _answers(case[1], case[2])}
+    picks = [lambda train, category, name=name: name for name in sorted(names)]
+    picks.append(lambda train, category: max(set(_answers(train, category))))
+    for pick in picks:
+        if all(_same(value, _scored(train, test, category, pick(train, category)))
+               for value, (train, test, category) in zip(values, cases)):
+            train, test, category = next(case for value, case in zip(values, cases) if not _same(value, _right(*case)))
+            return not_yet(f"on rows the check built, your function scores {pick(train, category)!r}, and that is not "
+                           f"the most common training answer there ({_majority(train, category)!r}). Choose the "
+                           "answer by how often it appears among the training rows of the category "
+                           "(`Counter(answers).most_common(1)[0][0]`), not by its name or a fixed value.")
+    return None
+
+
 def _function_feedback(values: list[float], cases: list[tuple]):
     """None when the function is right on every built call; else the hint for its mistake."""
     rights = [_right(*case) for case in cases]
@@ -351,6 +392,9 @@ def _function_feedback(values: list[float], cases: list[tuple]):
             return not_yet(said + hint(cases[i][2]))
     if all(_same(values[j], rights[j]) or rounded_too_far(values[j], rights[j]) for j in range(len(cases))):
         return not_yet(ROUNDED_HINT)
+    picked = _picked_by_name_feedback(values, cases)
+    if picked is not None:
+        return picked
     return not_yet(said + f"the baseline there is {rights[i]:.4g}. Find the most common `official_answer` among the "
                    f"training rows of {cases[i][2]}, then the share of its test rows that have that answer.")
 
@@ -374,7 +418,9 @@ def check_majority_baseline(majority_accuracy, *, train, test, category: str):
         if not is_number(value):
             return not_yet(f"majority_accuracy should return a number between 0 and 1, not {type(value).__name__}.")
         values.append(value)
-    feedback = _function_feedback(values[:-1], cases)
+    feedback = _ignores_rows_feedback(values, [*cases, (train, test, category)])
+    if feedback is None:
+        feedback = _function_feedback(values[:-1], cases)
     if feedback is not None:  # a Feedback, false as it says Not yet
         return feedback
     return _majority_feedback(values[-1], train, test, category)
