@@ -250,3 +250,18 @@ def test_unpadded_prompts_cut_to_the_shortest_are_told_how_many_tokens_are_lost(
     assert not feedback and f"row {row}:" in feedback.message, feedback.message
     assert f"without its first {lost} tokens, from `<s>` on" in feedback.message, feedback.message
     assert "first token," not in feedback.message
+
+
+@pytest.mark.parametrize("write", ["every -100", "padding only"])
+def test_learned_share_labels_changed_in_place(batch, write):
+    """The learner's cell wrote into `batch["labels"]` before the check: the right share must not be rejected."""
+    learned, real = int((batch["labels"] != -100).sum()), int(batch["attention_mask"].sum())
+    changed = dict(batch, labels=batch["labels"].clone())
+    labels = changed["labels"]
+    if write == "every -100":
+        labels[labels == -100] = 0
+    else:
+        assert (batch["attention_mask"] == 0).any()  # rows of different lengths: padding to write into
+        labels[batch["attention_mask"] == 0] = 0
+    feedback = exercises.check_learned_share(learned / real, batch=changed)
+    assert not feedback and "changed `batch[\"labels\"]` in place" in feedback.message, feedback.message

@@ -586,3 +586,10 @@ def test_majority_baseline_function_that_picks_an_answer_whatever_the_counts(spl
     assert not feedback and "not the most common training answer" in feedback.message, feedback.message
     for wrong_cause in ("test split", "filter the rows", "first training answer"):
         assert wrong_cause not in feedback.message, feedback.message
+
+
+@pytest.mark.parametrize("answer", [1 - 75 / 120, 0.0])
+def test_padding_share_given_padded_durations(answer):
+    """The learner's cell overwrote `seconds` with each clip's padded duration."""
+    feedback = exercises.check_padding_share(answer, seconds=[30.0, 30.0, 60.0])
+    assert not feedback and "already padded" in feedback.message, feedback.message

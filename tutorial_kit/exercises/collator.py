@@ -186,6 +186,9 @@ def check_learned_share(learned_share, *, batch: dict):
                        "the real tokens of all rows, then divide.")
     if not isinstance(learned_share, (numbers.Real, torch.Tensor)) or isinstance(learned_share, bool):
         return not_yet(f"learned_share should be a number between 0 and 1, not {type(learned_share).__name__}.")
+    if not (labels == IGNORE_INDEX).any() or (labels[mask == 0] != IGNORE_INDEX).any():  # prompt, padding: -100
+        return not_yet("your cell changed `batch[\"labels\"]` in place; run the cell that builds `batch` again and "
+                       "count without writing into it (`labels != -100`).")
     share = float(learned_share)
     learned, real = int((labels != IGNORE_INDEX).sum()), int(mask.sum())
     expected = learned / real

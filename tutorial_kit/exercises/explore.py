@@ -133,6 +133,10 @@ def check_padding_share(padding_share, *, seconds):
     if not is_number(padding_share):
         return not_yet(f"padding_share should be a number between 0 and 1, not {type(padding_share).__name__}.")
     seconds = np.asarray(seconds, dtype=float)
+    if len(seconds) > 1 and np.allclose(seconds / CHUNK_SECONDS, np.round(seconds / CHUNK_SECONDS)):
+        return not_yet(f"the durations in `seconds` are already padded: every one is a whole multiple of "
+                       f"{CHUNK_SECONDS} s. Run the cell that builds `seconds` again, and keep the padded durations "
+                       "in a new variable instead of overwriting `seconds`.")
     padded_each = np.array([num_chunks(round(s * SAMPLING_RATE)) * CHUNK_SECONDS for s in seconds], dtype=float)
     padded = float(padded_each.sum())
     expected = 1 - seconds.sum() / padded
