@@ -342,3 +342,20 @@ def test_optimizer_steps_right_answer_and_errors():
 
     assert exercises.check_optimizer_steps(as_tensor).correct
     assert_not_yet(exercises.check_optimizer_steps(raises), "KeyError")
+
+
+def int_scale(layer, x):  # right at r=4, lora_alpha=16; int(4 / 8) is 0 at r=8, lora_alpha=4
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    return layer.base_layer(x) + int(layer.lora_alpha["default"] / layer.r["default"]) * (x @ a.T @ b.T)
+
+
+def rounded_scale(layer, x):  # round(0.5) is 0
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    return layer.base_layer(x) + round(layer.lora_alpha["default"] / layer.r["default"]) * (x @ a.T @ b.T)
+
+
+@pytest.mark.parametrize("mistake", [int_scale, rounded_scale])
+def test_lora_forward_scale_made_whole_is_named(mistake):
+    feedback = exercises.check_lora_forward(mistake)
+    assert_not_yet(feedback, "4 / 8 is not a whole number: keep the scale as it is, without int() or round()")
+    assert "frozen layer alone" not in feedback.message

@@ -154,6 +154,13 @@ def floor_division_hint(divisions, matches) -> str | None:
     return None
 
 
+def rounded_scale_hint(alpha, rank, matches) -> str | None:
+    """The hint for a scale lora_alpha / r made a whole number (int(), round()) whose result `matches(scale)` shows."""
+    if alpha % rank and (matches(alpha // rank) or matches(round(alpha / rank))):
+        return f"{alpha} / {rank} is not a whole number: keep the scale as it is, without int() or round()."
+    return None
+
+
 def _changed(snapshot, layer) -> bool:
     """Whether a parameter of `layer` was written to since `snapshot`, even if put back as it was."""
     return any(p._version != version or not torch.equal(p, before)
@@ -219,6 +226,10 @@ def check_lora_forward(lora_forward) -> object:
                     divisions, lambda scale: torch.allclose(got, _lora_output(layer, x, scale), atol=1e-5))
                 if floor_divided:
                     return not_yet(f"{where} {floor_divided}")
+                made_whole = rounded_scale_hint(
+                    alpha, r, lambda scale: torch.allclose(got, _lora_output(layer, x, scale), atol=1e-5))
+                if made_whole:
+                    return not_yet(f"{where} {made_whole}")
                 mistakes = {
                     1.0: "you left out the scale: the update B·A·x is multiplied by lora_alpha / r.",
                     alpha: "you scaled by lora_alpha alone: divide it by r (lora_alpha / r).",

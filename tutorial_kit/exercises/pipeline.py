@@ -14,7 +14,7 @@ from collections import OrderedDict
 import torch
 
 from tutorial_kit.exercises import PLACEHOLDER_HINT, ROUNDED_HINT, correct, friendly, not_yet, rounded_too_far, unanswered
-from tutorial_kit.exercises.lora import floor_division_hint, recording_calls, watching_floor_division
+from tutorial_kit.exercises.lora import floor_division_hint, recording_calls, rounded_scale_hint, watching_floor_division
 
 RANK, ALPHA = 4, 12  # a scale alpha/r of 3, not the tutorial's 32/8 = 4, so that a copied constant shows
 # The merge check also runs on a second model whose scale, 12 / 8 = 1.5, is not a whole number: a constant copied
@@ -118,9 +118,9 @@ def _check_merge_on(merge_by_hand, model, rank: int, alpha: int):
             return not_yet(f"{where}you used a constant scale of {ALPHA / RANK:g}, copied from the first model "
                            f"({ALPHA} / {RANK}): read r and lora_alpha from the layer, `layer.r['default']` and "
                            "`layer.lora_alpha['default']` (or `layer.scaling['default']`).")
-        if alpha % rank and (scaled_by(alpha // rank) or scaled_by(round(alpha / rank))):
-            return not_yet(f"{where}{alpha} / {rank} is not a whole number: keep the scale as it is, without int() "
-                           "or round().")
+        made_whole = rounded_scale_hint(alpha, rank, scaled_by)
+        if made_whole:
+            return not_yet(where + made_whole)
         for scale, hint in ((1.0, "you left out the scale alpha / r: the update is (alpha / r) * B @ A."),
                             (rank / alpha, f"the scale is alpha / r (here {alpha} / {rank} = {alpha / rank:g}), "
                                            "not r / alpha."),
