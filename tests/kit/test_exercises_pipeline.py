@@ -338,3 +338,13 @@ def test_sizes_right_answer_passes_and_errors_become_hints():
 @pytest.mark.parametrize("check", [exercises.check_merge_by_hand, exercises.check_sizes_mb])
 def test_a_value_instead_of_a_function_gets_a_hint(check):
     assert_hint(check(torch.zeros(2)), "pass the function itself")
+
+
+def test_sizes_merged_model_saved_with_save_pretrained_gets_a_hint():
+    """The small model's base is a plain torch module: it has no save_pretrained."""
+    def save_pretrained(merged, path):
+        merged.save_pretrained(path)
+
+    feedback = exercises.check_sizes_mb(lambda model: saved_sizes(model, save_pretrained))
+    assert_hint(feedback, "safetensors.torch.save_file(model.state_dict(), path)")
+    assert "Fix that first" not in feedback.message
