@@ -74,7 +74,6 @@ class Profile:
             + (f", at most {self.train_minutes:g} minutes at a time" if self.train_minutes else "")
         )
 
-
     def _batch_split(self) -> str:
         if self.per_device_batch_size is None:
             return " (in pieces sized to the GPU's memory)"

@@ -117,6 +117,7 @@ class Server:
 
     def __init__(self, model: str, port: int, command: list[str], process: subprocess.Popen, log_path: Path):
         self.model, self.port, self.command, self.process, self.log_path = model, port, command, process, log_path
+        self._stop_asked = False  # set by stop(): a server stopped as asked is 'stopped', not 'killed by ...'
 
     @property
     def serve_command(self) -> str:
@@ -197,7 +198,7 @@ class Server:
         if self.running():
             state = "running"
         elif code is not None and code < 0:
-            state = "stopped" if getattr(self, "_stop_asked", False) else f"killed by {signal.Signals(-code).name}"
+            state = "stopped" if self._stop_asked else f"killed by {signal.Signals(-code).name}"
         else:
             state = f"stopped (exit code {code})"
         return f"Server({self.model!r} at {self.base_url}, {state})"

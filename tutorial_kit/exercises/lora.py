@@ -161,7 +161,12 @@ def rounded_scale_hint(alpha, rank, matches) -> str | None:
     return None
 
 
-def _changed(snapshot, layer) -> bool:
+def weights_snapshot(layer) -> list:
+    """What `changed_since` compares with: each parameter's values and write count."""
+    return [(p.detach().clone(), p._version) for p in layer.parameters()]
+
+
+def changed_since(snapshot, layer) -> bool:
     """Whether a parameter of `layer` was written to since `snapshot`, even if put back as it was."""
     return any(p._version != version or not torch.equal(p, before)
                for (before, version), p in zip(snapshot, layer.parameters()))
@@ -188,7 +193,7 @@ def check_lora_forward(lora_forward) -> object:
                 forward = layer.forward
                 # an instance attribute: `layer(x)` and `layer.forward(x)` both go through it
                 layer.forward = lambda *args, **kwargs: called_whole_layer.append(True) or forward(*args, **kwargs)
-                snapshot = [(p.detach().clone(), p._version) for p in layer.parameters()]
+                snapshot = weights_snapshot(layer)
                 try:
                     with recording_calls(layer, PEFT_SHORTCUTS, shortcuts), watching_floor_division(layer, divisions):
                         got = lora_forward(layer, x)
@@ -202,7 +207,7 @@ def check_lora_forward(lora_forward) -> object:
                     return not_yet(f"{PEFT_SHORTCUTS[shortcuts[0]]}, so it shows nothing of how the output is "
                                    "computed: build it from the parts, layer.base_layer(x) plus lora_alpha / r times "
                                    "x through lora_A, then lora_B.")
-                if _changed(snapshot, layer):
+                if changed_since(snapshot, layer):
                     return not_yet("your function changed the layer's own weights; compute the output from them and "
                                    "leave the layer as it was (`+` makes a new tensor, `+=` or `.add_` overwrite).")
                 if called_whole_layer:

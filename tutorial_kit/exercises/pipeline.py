@@ -14,7 +14,14 @@ from collections import OrderedDict
 import torch
 
 from tutorial_kit.exercises import PLACEHOLDER_HINT, ROUNDED_HINT, correct, friendly, not_yet, rounded_too_far, unanswered
-from tutorial_kit.exercises.lora import floor_division_hint, recording_calls, rounded_scale_hint, watching_floor_division
+from tutorial_kit.exercises.lora import (
+    changed_since,
+    floor_division_hint,
+    recording_calls,
+    rounded_scale_hint,
+    watching_floor_division,
+    weights_snapshot,
+)
 
 RANK, ALPHA = 4, 12  # a scale alpha/r of 3, not the tutorial's 32/8 = 4, so that a copied constant shows
 # The merge check also runs on a second model whose scale, 12 / 8 = 1.5, is not a whole number: a constant copied
@@ -75,7 +82,7 @@ def _check_merge_on(merge_by_hand, model, rank: int, alpha: int):
     where = "" if rank == RANK else f"on a second model, with r={rank} and alpha={alpha} (scale {alpha / rank:g}): "
     for name in names:
         layer = model.base_model.model.get_submodule(name)
-        untouched = [p.detach().clone() for p in layer.parameters()]
+        untouched = weights_snapshot(layer)
         shortcuts, divisions = [], []
         try:
             with recording_calls(layer, PEFT_SHORTCUTS, shortcuts), watching_floor_division(layer, divisions):
@@ -95,7 +102,7 @@ def _check_merge_on(merge_by_hand, model, rank: int, alpha: int):
             return not_yet(PLACEHOLDER_HINT)
         if not isinstance(result, torch.Tensor):
             return not_yet(f"return a torch tensor (the merged weight); got {type(result).__name__}.")
-        if any(not torch.equal(before, after) for before, after in zip(untouched, layer.parameters())):
+        if changed_since(untouched, layer):
             return not_yet("your function changed the layer's own weights; compute a new tensor and leave the layer as "
                            "it was (`+` makes a new tensor, `+=` or `.add_` overwrite).")
         expected = merged_by_peft[name]
